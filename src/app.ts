@@ -1,0 +1,109 @@
+/**
+ * The composition root: builds the Fastify app from a parsed configuration and an engine.
+ * No globals; tests build as many apps as they like.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify from 'fastify';
+import type { FastifyInstance } from 'fastify';
+import type { DestinationStream, LoggerOptions } from 'pino';
+import type { Config } from './config/index.js';
+import type { Engine } from './engine/index.js';
+import { renderError, toGatewayError } from './errors/index.js';
+import { healthRoutes } from './http/health.js';
+import { UserService } from './auth/users.js';
+
+export interface BuildAppOptions {
+  /** Where log lines go (tests capture them); standard output by default. */
+  logStream?: DestinationStream;
+}
+
+export interface AppServices {
+  config: Config;
+  engine: Engine;
+  users: UserService;
+  lifecycle: { draining: boolean };
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: AppServices;
+  }
+}
+
+const REQUEST_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+/** Paths are logged without their query: callbacks carry codes and state there. */
+function loggedUrl(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? url : `${url.slice(0, q)}?…`;
+}
+
+export function loggerOptions(config: Config): LoggerOptions {
+  return {
+    level: config.logLevel,
+    base: { service: 'portcullis' },
+    timestamp: () => `,"time":"${new Date().toISOString()}"`,
+    formatters: { level: (label) => ({ level: label }) },
+    redact: {
+      paths: [
+        'req.headers.authorization',
+        'req.headers.cookie',
+        'req.headers["x-api-key"]',
+        'req.headers["sec-websocket-protocol"]',
+        '*.password',
+        '*.token',
+        '*.secret',
+      ],
+      censor: '[redacted]',
+    },
+    serializers: {
+      req: (req: { method: string; url: string; ip?: string }) => ({ method: req.method, url: loggedUrl(req.url), ip: req.ip }),
+      res: (res: { statusCode: number }) => ({ status: res.statusCode }),
+    },
+  };
+}
+
+export async function buildApp(config: Config, engine: Engine, options: BuildAppOptions = {}): Promise<FastifyInstance> {
+  const logger = loggerOptions(config);
+  const app = Fastify({
+    logger: options.logStream ? { ...logger, stream: options.logStream } : logger,
+    trustProxy: config.trustProxy,
+    bodyLimit: 32 * 1024 * 1024,
+    requestIdLogLabel: 'request_id',
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const incoming = req.headers['x-request-id'];
+      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : `req_${randomUUID().replaceAll('-', '')}`;
+    },
+    disableRequestLogging: false,
+  });
+
+  const services: AppServices = {
+    config,
+    engine,
+    users: new UserService(engine.database.db),
+    lifecycle: { draining: false },
+  };
+  app.decorate('services', services);
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  app.setErrorHandler((err, request, reply) => {
+    const gateway = toGatewayError(err);
+    if (gateway.status >= 500) request.log.error({ err: gateway.cause ?? gateway, code: gateway.code }, gateway.message);
+    else request.log.info({ code: gateway.code, reason: gateway.reason }, gateway.message);
+    const { status, body, headers } = renderError(gateway, request.id);
+    return reply.code(status).headers(headers).send(body);
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const { status, body } = renderError(toGatewayError({ statusCode: 404, message: `No route for ${request.method} ${loggedUrl(request.url)}`, code: 'NOT_FOUND' }), request.id);
+    return reply.code(status).send(body);
+  });
+
+  await app.register(healthRoutes, { engine, isDraining: () => services.lifecycle.draining });
+
+  return app;
+}

@@ -1,0 +1,28 @@
+/**
+ * What every CLI command that touches state needs: the configuration and an engine,
+ * opened once and always closed.
+ */
+import type { Config } from '../config/index.js';
+import { loadConfig } from '../config/index.js';
+import type { Engine } from '../engine/index.js';
+import { createEngine } from '../engine/index.js';
+
+export async function withEngine<T>(fn: (ctx: { config: Config; engine: Engine }) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  const engine = await createEngine(config, { migrate: true });
+  try {
+    return await fn({ config, engine });
+  } finally {
+    await engine.close();
+  }
+}
+
+/** Commander collector for repeatable options (`--role a --role b`). */
+export function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+export function positiveInt(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw new Error(`expected a positive integer, got ${JSON.stringify(value)}`);
+  return Number(value);
+}

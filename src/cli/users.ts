@@ -1,0 +1,163 @@
+/** `portcullis users …`: add, list, show, grant, revoke, disable, enable. */
+import { Command, InvalidArgumentError } from 'commander';
+import { UserService } from '../auth/users.js';
+import type { User, UserView } from '../auth/users.js';
+import { collect, withEngine } from './context.js';
+import { print, table, time } from './output.js';
+
+function showText(view: UserView): string {
+  const p = view.permissions;
+  return [
+    `id:                ${view.id}`,
+    `subject:           ${view.subject}`,
+    `issuer:            ${view.issuer}`,
+    `name:              ${view.displayName}`,
+    `email:             ${view.email ?? '-'}`,
+    `wallet:            ${view.walletAddress ?? '-'}`,
+    `status:            ${view.status}`,
+    `roles:             ${view.roles.join(', ') || '-'}`,
+    `granted models:    ${view.grants.models.join(', ') || '-'}`,
+    `granted caps:      ${view.grants.capabilities.join(', ') || '-'}`,
+    `models allowed:    ${p.models.join(', ') || '-'}`,
+    `capabilities:      ${p.capabilities.join(', ') || '-'}`,
+    `max output tokens: ${p.maxOutputTokens ?? 'no cap'}`,
+    `rate tier:         ${p.rateTier}`,
+    `created:           ${time(view.createdAt)}`,
+    `last login:        ${time(view.lastLoginAt)}`,
+  ].join('\n');
+}
+
+function listText(users: User[]): string {
+  return table(
+    users.map((u) => ({ subject: u.subject, status: u.status, issuer: u.issuer, id: u.id, 'last login': time(u.lastLoginAt) })),
+    ['subject', 'status', 'issuer', 'id', 'last login'],
+  );
+}
+
+function tokens(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError('expected a positive integer');
+  return Number(value);
+}
+
+export function usersCommand(): Command {
+  const users = new Command('users').description('manage users, their roles, grants and limits');
+
+  users
+    .command('add')
+    .description('create a user identified by issuer and subject')
+    .requiredOption('--sub <subject>', 'the subject the identity provider gives (a uAuth domain, e.g. alice.crypto)')
+    .option('--issuer <url>', 'the OpenID issuer (default: UAUTH_ISSUER)')
+    .option('--name <name>', 'display name (default: the subject)')
+    .option('--email <email>', 'email address')
+    .option('--wallet <address>', 'wallet address')
+    .option('--role <role>', 'a role to give (repeatable; default: member)', collect, [])
+    .option('--json', 'print JSON')
+    .action(async (opts: { sub: string; issuer?: string; name?: string; email?: string; wallet?: string; role: string[]; json?: boolean }) => {
+      await withEngine(async ({ config, engine }) => {
+        const service = new UserService(engine.database.db);
+        const user = await service.create({
+          issuer: opts.issuer ?? config.uauthIssuer,
+          subject: opts.sub,
+          displayName: opts.name,
+          email: opts.email ?? null,
+          walletAddress: opts.wallet ?? null,
+          roles: opts.role.length > 0 ? opts.role : undefined,
+        });
+        const view = await service.view(user.id);
+        print(view, opts, () => `created ${view.subject} (${view.id}) with roles ${view.roles.join(', ')}`);
+      });
+    });
+
+  users
+    .command('list')
+    .description('list users')
+    .option('--status <status>', 'active or disabled')
+    .option('--role <role>', 'only users with this role')
+    .option('--limit <n>', 'at most this many', tokens, 100)
+    .option('--json', 'print JSON')
+    .action(async (opts: { status?: string; role?: string; limit: number; json?: boolean }) => {
+      if (opts.status && opts.status !== 'active' && opts.status !== 'disabled') {
+        throw new InvalidArgumentError(`--status: expected active or disabled, got ${opts.status}`);
+      }
+      await withEngine(async ({ engine }) => {
+        const list = await new UserService(engine.database.db).list({
+          status: opts.status as 'active' | 'disabled' | undefined,
+          role: opts.role,
+          limit: opts.limit,
+        });
+        print(list, opts, () => listText(list));
+      });
+    });
+
+  users
+    .command('show <user>')
+    .description('show a user (by subject or id) with roles, grants and effective permissions')
+    .option('--issuer <url>', 'disambiguate a subject known to several issuers')
+    .option('--json', 'print JSON')
+    .action(async (ref: string, opts: { issuer?: string; json?: boolean }) => {
+      await withEngine(async ({ engine }) => {
+        const service = new UserService(engine.database.db);
+        const view = await service.view((await service.resolve(ref, opts.issuer)).id);
+        print(view, opts, () => showText(view));
+      });
+    });
+
+  for (const verb of ['grant', 'revoke'] as const) {
+    const command = users
+      .command(`${verb} <user>`)
+      .description(verb === 'grant' ? 'give roles, models, capabilities or limits' : 'take back roles, models, capabilities or limits')
+      .option('--issuer <url>', 'disambiguate a subject known to several issuers')
+      .option('--role <role>', 'a role (repeatable)', collect, [])
+      .option('--model <pattern>', 'a model glob such as claude-sonnet-* (repeatable)', collect, [])
+      .option('--capability <name>', 'manage_users, manage_keys, read_usage or broadcast (repeatable)', collect, []);
+    if (verb === 'grant') {
+      command.option('--max-output-tokens <n>', 'cap on max_tokens per request', tokens).option('--tier <tier>', 'rate-limit tier');
+    } else {
+      command.option('--max-output-tokens', 'clear the personal cap on max_tokens').option('--tier', 'clear the personal rate-limit tier');
+    }
+    command
+      .option('--json', 'print JSON')
+      .action(
+        async (
+          ref: string,
+          opts: { issuer?: string; role: string[]; model: string[]; capability: string[]; maxOutputTokens?: number | true; tier?: string | true; json?: boolean },
+        ) => {
+          const nothing = !opts.role.length && !opts.model.length && !opts.capability.length && opts.maxOutputTokens === undefined && opts.tier === undefined;
+          if (nothing) throw new InvalidArgumentError(`nothing to ${verb}: give --role, --model, --capability, --max-output-tokens or --tier`);
+          await withEngine(async ({ engine }) => {
+            const service = new UserService(engine.database.db);
+            const user = await service.resolve(ref, opts.issuer);
+            for (const role of opts.role) await (verb === 'grant' ? service.grantRole(user.id, role) : service.revokeRole(user.id, role));
+            for (const model of opts.model) await service[verb](user.id, 'model', model);
+            for (const cap of opts.capability) await service[verb](user.id, 'capability', cap);
+            if (opts.maxOutputTokens !== undefined || opts.tier !== undefined) {
+              await service.setLimits(user.id, {
+                maxOutputTokens: opts.maxOutputTokens === undefined ? undefined : verb === 'grant' ? (opts.maxOutputTokens as number) : null,
+                rateTier: opts.tier === undefined ? undefined : verb === 'grant' ? (opts.tier as string) : null,
+              });
+            }
+            const view = await service.view(user.id);
+            print(view, opts, () => showText(view));
+          });
+        },
+      );
+  }
+
+  for (const verb of ['disable', 'enable'] as const) {
+    users
+      .command(`${verb} <user>`)
+      .description(verb === 'disable' ? 'stop a user from signing in or using the gateway' : 'let a disabled user back in')
+      .option('--issuer <url>', 'disambiguate a subject known to several issuers')
+      .option('--json', 'print JSON')
+      .action(async (ref: string, opts: { issuer?: string; json?: boolean }) => {
+        await withEngine(async ({ engine }) => {
+          const service = new UserService(engine.database.db);
+          const user = await service.resolve(ref, opts.issuer);
+          const updated = await service.setStatus(user.id, verb === 'disable' ? 'disabled' : 'active');
+          print(updated, opts, () => `${updated.subject}: ${updated.status}`);
+        });
+      });
+  }
+
+  return users;
+}

@@ -1,0 +1,99 @@
+/**
+ * Every setting of the gateway, in one place. Each entry names its environment variable,
+ * its default, what it means, and how a valid value looks; `docs/configuration.md` is
+ * generated from this table (`npm run docs:config`) and a test keeps the two equal.
+ */
+import type { ValueParser } from './parsers.js';
+import { boolean, integer, oneOf, text, url } from './parsers.js';
+
+export interface SettingDefinition<T> {
+  env: string;
+  parser: ValueParser<T>;
+  /** The default as a person would write it in the environment; absent means unset. */
+  default?: string;
+  doc: string;
+  /** Secrets are never echoed, not even in an error about their own value. */
+  secret?: boolean;
+}
+
+interface WithDefault<T> extends SettingDefinition<T> {
+  default: string;
+}
+
+/** A setting that always has a value (its default when the environment is silent). */
+function setting<T>(definition: WithDefault<T>): WithDefault<T> {
+  return definition;
+}
+
+/** A setting that may stay unset. */
+function optional<T>(definition: Omit<SettingDefinition<T>, 'default'>): SettingDefinition<T> {
+  return definition;
+}
+
+export const settings = {
+  port: setting({ env: 'PORT', parser: integer(0, 65535), default: '8080', doc: 'TCP port the gateway listens on (0 picks a free port).' }),
+  host: setting({ env: 'HOST', parser: text(), default: '127.0.0.1', doc: 'Address to listen on. Use 0.0.0.0 to accept connections from other machines.' }),
+  publicUrl: optional({
+    env: 'PUBLIC_URL',
+    parser: url(['http:', 'https:']),
+    doc: 'The URL people and identity providers reach the gateway at (redirects, cookies, token issuer). Defaults to http://HOST:PORT.',
+  }),
+  nodeEnv: setting({
+    env: 'NODE_ENV',
+    parser: oneOf(['development', 'production', 'test'] as const),
+    default: 'development',
+    doc: 'production refuses development-only conveniences (the demo identity provider, the in-process simulator).',
+  }),
+  logLevel: setting({
+    env: 'LOG_LEVEL',
+    parser: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+    default: 'info',
+    doc: 'Minimum level of the JSON log lines written to standard output.',
+  }),
+  dataDir: setting({ env: 'DATA_DIR', parser: text(), default: './data', doc: 'Directory for local state: the SQLite database by default and demo-mode files.' }),
+  databaseUrl: setting({
+    env: 'DATABASE_URL',
+    parser: url(['sqlite:', 'postgres:', 'postgresql:']),
+    default: 'sqlite:./data/portcullis.db',
+    secret: true,
+    doc: 'sqlite:PATH (embedded, the default) or postgres://user:pass@host:5432/db (shared by many instances).',
+  }),
+  databaseSchema: setting({
+    env: 'DATABASE_SCHEMA',
+    parser: text(),
+    default: 'public',
+    doc: 'PostgreSQL schema holding the tables; created if missing. Ignored for SQLite.',
+  }),
+  databasePoolSize: setting({ env: 'DATABASE_POOL_SIZE', parser: integer(1, 200), default: '10', doc: 'Maximum PostgreSQL connections per instance.' }),
+  redisUrl: optional({
+    env: 'REDIS_URL',
+    parser: url(['redis:', 'rediss:']),
+    secret: true,
+    doc: 'redis://host:6379 switches limits, broadcasts and stream buffers to Redis so instances share them. Unset: in-process.',
+  }),
+  redisKeyPrefix: setting({ env: 'REDIS_KEY_PREFIX', parser: text(), default: 'portcullis:', doc: 'Prefix of every Redis key, so several deployments can share one Redis.' }),
+  uauthIssuer: setting({
+    env: 'UAUTH_ISSUER',
+    parser: url(['https:', 'http:']),
+    default: 'https://auth.unstoppabledomains.com',
+    doc: 'The OpenID Connect issuer users sign in with (uAuth by default; any OIDC issuer works). Also the default issuer of `portcullis users add`.',
+  }),
+  trustProxy: setting({
+    env: 'TRUST_PROXY',
+    parser: boolean(),
+    default: 'false',
+    doc: 'Trust X-Forwarded-For/-Proto from a reverse proxy in front of the gateway (client IPs for limits and sessions).',
+  }),
+  shutdownTimeoutMs: setting({
+    env: 'SHUTDOWN_TIMEOUT_MS',
+    parser: integer(0, 600_000),
+    default: '15000',
+    doc: 'On SIGTERM/SIGINT, how long in-flight work may take before the process exits anyway (milliseconds).',
+  }),
+};
+
+export type Settings = typeof settings;
+export type SettingKey = keyof Settings;
+export type ConfigValues = {
+  [K in SettingKey]: Settings[K] extends WithDefault<infer T> ? T : Settings[K] extends SettingDefinition<infer T> ? T | undefined : never;
+};
