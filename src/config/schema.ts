@@ -4,7 +4,7 @@
  * generated from this table (`npm run docs:config`) and a test keeps the two equal.
  */
 import type { ValueParser } from './parsers.js';
-import { boolean, integer, oneOf, text, url } from './parsers.js';
+import { base64Key, boolean, integer, list, oneOf, text, url } from './parsers.js';
 
 export interface SettingDefinition<T> {
   env: string;
@@ -77,6 +77,18 @@ export const settings = {
     parser: url(['https:', 'http:']),
     default: 'https://auth.unstoppabledomains.com',
     doc: 'The OpenID Connect issuer users sign in with (uAuth by default; any OIDC issuer works). Also the default issuer of `portcullis users add`.',
+  }),
+  masterKey: optional({
+    env: 'PORTCULLIS_MASTER_KEY',
+    parser: base64Key(32),
+    secret: true,
+    doc: 'Master key wrapping every secret stored in the database: base64 of 32 random bytes. Required in production; outside it, one is generated into DATA_DIR/master.key.',
+  }),
+  masterKeyPrevious: optional({
+    env: 'PORTCULLIS_MASTER_KEY_PREVIOUS',
+    parser: list(),
+    secret: true,
+    doc: 'Older master keys (comma-separated base64), kept so secrets sealed under them still open until `portcullis master-key rotate` re-wraps them.',
   }),
   trustProxy: setting({
     env: 'TRUST_PROXY',
