@@ -11,6 +11,8 @@ import type { Engine } from './engine/index.js';
 import { renderError, toGatewayError } from './errors/index.js';
 import { healthRoutes } from './http/health.js';
 import { UserService } from './auth/users.js';
+import type { MasterKeyRing } from './security/envelope.js';
+import { loadMasterKeyRing } from './security/master-key.js';
 
 export interface BuildAppOptions {
   /** Where log lines go (tests capture them); standard output by default. */
@@ -21,6 +23,8 @@ export interface AppServices {
   config: Config;
   engine: Engine;
   users: UserService;
+  /** Master keys sealing every secret stored in the database. */
+  keyRing: MasterKeyRing;
   lifecycle: { draining: boolean };
 }
 
@@ -78,13 +82,18 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     disableRequestLogging: false,
   });
 
+  const masterKeys = loadMasterKeyRing(config);
   const services: AppServices = {
     config,
     engine,
     users: new UserService(engine.database.db),
+    keyRing: masterKeys.ring,
     lifecycle: { draining: false },
   };
   app.decorate('services', services);
+  if (masterKeys.generatedFile) {
+    app.log.warn({ file: masterKeys.generatedFile }, 'DEVELOPMENT ONLY: master key read from the data directory; set PORTCULLIS_MASTER_KEY in production');
+  }
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);

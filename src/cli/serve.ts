@@ -9,9 +9,10 @@ export async function serve(): Promise<void> {
   // Until the app's logger exists, warnings about the engine go to stderr as JSON lines.
   const early = (message: string, err: Error) =>
     process.stderr.write(`${JSON.stringify({ level: 'warn', time: new Date().toISOString(), msg: message, err: err.message })}\n`);
-  let app: FastifyInstance | undefined;
-  const engine = await createEngine(config, { migrate: true, onWarning: (m, e) => (app ? app.log.warn({ err: e }, m) : early(m, e)) });
-  app = await buildApp(config, engine);
+  const holder: { app?: FastifyInstance } = {};
+  const engine = await createEngine(config, { migrate: true, onWarning: (m, e) => (holder.app ? holder.app.log.warn({ err: e }, m) : early(m, e)) });
+  const app = await buildApp(config, engine);
+  holder.app = app;
   await app.listen({ port: config.port, host: config.host });
   app.log.info(
     { engine: engine.kind, database: config.database.kind, redis: Boolean(engine.redis), public_url: config.publicUrl },
@@ -22,7 +23,7 @@ export async function serve(): Promise<void> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    const instance = app!;
+    const instance = app;
     instance.services.lifecycle.draining = true;
     instance.log.info({ signal }, 'shutting down');
     const force = setTimeout(() => {

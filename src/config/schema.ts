@@ -90,6 +90,12 @@ export const settings = {
     secret: true,
     doc: 'Older master keys (comma-separated base64), kept so secrets sealed under them still open until `portcullis master-key rotate` re-wraps them.',
   }),
+  allowedOrigins: setting({
+    env: 'ALLOWED_ORIGINS',
+    parser: list(),
+    default: '',
+    doc: 'Origins (scheme://host[:port], comma-separated) allowed besides PUBLIC_URL\'s own: browser pages that may use cookies, WebSocket Origin checks and login return_to targets.',
+  }),
   trustProxy: setting({
     env: 'TRUST_PROXY',
     parser: boolean(),
