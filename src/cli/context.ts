@@ -2,13 +2,15 @@
  * What every CLI command that touches state needs: the configuration and an engine,
  * opened once and always closed.
  */
+import { InvalidArgumentError } from 'commander';
 import type { Config } from '../config/index.js';
 import { loadConfig } from '../config/index.js';
 import type { Engine } from '../engine/index.js';
 import { createEngine } from '../engine/index.js';
+import { cliIo } from './io.js';
 
 export async function withEngine<T>(fn: (ctx: { config: Config; engine: Engine }) => Promise<T>): Promise<T> {
-  const config = loadConfig();
+  const config = loadConfig(cliIo().env);
   const engine = await createEngine(config, { migrate: true });
   try {
     return await fn({ config, engine });
@@ -22,7 +24,8 @@ export function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** Commander parser for a positive integer option. */
 export function positiveInt(value: string): number {
-  if (!/^\d+$/.test(value) || Number(value) < 1) throw new Error(`expected a positive integer, got ${JSON.stringify(value)}`);
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError('expected a positive integer');
   return Number(value);
 }

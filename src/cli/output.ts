@@ -1,10 +1,12 @@
 /** Printing for CLI commands: plain text for people, `--json` for scripts. */
+import { cliIo } from './io.js';
+
 export interface OutputOptions {
   json?: boolean;
 }
 
 export function print(value: unknown, options: OutputOptions, text: () => string): void {
-  process.stdout.write(options.json ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
+  cliIo().stdout(options.json ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
 }
 
 export function table(rows: Record<string, string>[], columns: string[]): string {

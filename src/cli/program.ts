@@ -5,12 +5,12 @@ import { createEngine } from '../engine/index.js';
 import { serve } from './serve.js';
 import { usersCommand } from './users.js';
 import { print } from './output.js';
+import { cliIo } from './io.js';
 
 export function buildProgram(): Command {
   const program = new Command('portcullis')
     .description('A self-hosted gateway between people and Claude')
-    .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ outputError: (str, write) => write(str) });
+    .showHelpAfterError('(run with --help for usage)');
 
   program
     .command('serve', { isDefault: true })
@@ -22,7 +22,7 @@ export function buildProgram(): Command {
     .description('bring the database schema up to date and exit')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
-      const config = loadConfig();
+      const config = loadConfig(cliIo().env);
       const engine = await createEngine(config, { migrate: false });
       try {
         const { migrateToLatest } = await import('../db/index.js');

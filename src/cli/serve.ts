@@ -3,9 +3,10 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../app.js';
 import { loadConfig } from '../config/index.js';
 import { createEngine } from '../engine/index.js';
+import { cliIo } from './io.js';
 
 export async function serve(): Promise<void> {
-  const config = loadConfig();
+  const config = loadConfig(cliIo().env);
   // Until the app's logger exists, warnings about the engine go to stderr as JSON lines.
   const early = (message: string, err: Error) =>
     process.stderr.write(`${JSON.stringify({ level: 'warn', time: new Date().toISOString(), msg: message, err: err.message })}\n`);

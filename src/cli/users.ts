@@ -1,8 +1,9 @@
 /** `portcullis users …`: add, list, show, grant, revoke, disable, enable. */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { UserService } from '../auth/users.js';
 import type { User, UserView } from '../auth/users.js';
-import { collect, withEngine } from './context.js';
+import { GatewayError } from '../errors/index.js';
+import { collect, positiveInt, withEngine } from './context.js';
 import { print, table, time } from './output.js';
 
 function showText(view: UserView): string {
@@ -34,10 +35,6 @@ function listText(users: User[]): string {
   );
 }
 
-function tokens(value: string): number {
-  if (!/^\d+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError('expected a positive integer');
-  return Number(value);
-}
 
 export function usersCommand(): Command {
   const users = new Command('users').description('manage users, their roles, grants and limits');
@@ -73,11 +70,11 @@ export function usersCommand(): Command {
     .description('list users')
     .option('--status <status>', 'active or disabled')
     .option('--role <role>', 'only users with this role')
-    .option('--limit <n>', 'at most this many', tokens, 100)
+    .option('--limit <n>', 'at most this many', positiveInt, 100)
     .option('--json', 'print JSON')
     .action(async (opts: { status?: string; role?: string; limit: number; json?: boolean }) => {
       if (opts.status && opts.status !== 'active' && opts.status !== 'disabled') {
-        throw new InvalidArgumentError(`--status: expected active or disabled, got ${opts.status}`);
+        throw new GatewayError('invalid_request', `--status: expected active or disabled, got ${opts.status}`);
       }
       await withEngine(async ({ engine }) => {
         const list = await new UserService(engine.database.db).list({
@@ -111,7 +108,7 @@ export function usersCommand(): Command {
       .option('--model <pattern>', 'a model glob such as claude-sonnet-* (repeatable)', collect, [])
       .option('--capability <name>', 'manage_users, manage_keys, read_usage or broadcast (repeatable)', collect, []);
     if (verb === 'grant') {
-      command.option('--max-output-tokens <n>', 'cap on max_tokens per request', tokens).option('--tier <tier>', 'rate-limit tier');
+      command.option('--max-output-tokens <n>', 'cap on max_tokens per request', positiveInt).option('--tier <tier>', 'rate-limit tier');
     } else {
       command.option('--max-output-tokens', 'clear the personal cap on max_tokens').option('--tier', 'clear the personal rate-limit tier');
     }
@@ -123,7 +120,7 @@ export function usersCommand(): Command {
           opts: { issuer?: string; role: string[]; model: string[]; capability: string[]; maxOutputTokens?: number | true; tier?: string | true; json?: boolean },
         ) => {
           const nothing = !opts.role.length && !opts.model.length && !opts.capability.length && opts.maxOutputTokens === undefined && opts.tier === undefined;
-          if (nothing) throw new InvalidArgumentError(`nothing to ${verb}: give --role, --model, --capability, --max-output-tokens or --tier`);
+          if (nothing) throw new GatewayError('invalid_request', `nothing to ${verb}: give --role, --model, --capability, --max-output-tokens or --tier`);
           await withEngine(async ({ engine }) => {
             const service = new UserService(engine.database.db);
             const user = await service.resolve(ref, opts.issuer);

@@ -5,13 +5,14 @@
  * what is wrong and the expected form, without echoing secrets.
  */
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { ConfigValues, SettingDefinition, SettingKey } from './schema.js';
 import { settings } from './schema.js';
 
 export { settings } from './schema.js';
 
-export interface Config extends ConfigValues {
+export interface Config extends Omit<ConfigValues, 'databaseUrl'> {
+  databaseUrl: string;
   /** Where the database lives, derived from DATABASE_URL. */
   database: { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string; schema: string; poolSize: number };
   /** publicUrl, or http://host:port when unset; no trailing slash. */
@@ -70,16 +71,15 @@ export function loadConfig(env: Environment = process.env): Config {
     values[key] = parseOne(definition, env[definition.env] ?? fromFile[definition.env]);
   }
   const v = values as ConfigValues;
-  const dbUrl = new URL(v.databaseUrl);
-  const database: Config['database'] =
-    dbUrl.protocol === 'sqlite:'
-      ? { kind: 'sqlite', path: sqlitePath(v.databaseUrl) }
-      : { kind: 'postgres', url: v.databaseUrl, schema: v.databaseSchema, poolSize: v.databasePoolSize };
+  const databaseUrl = v.databaseUrl ?? `sqlite:${join(v.dataDir, 'portcullis.db')}`;
+  const database: Config['database'] = databaseUrl.startsWith('sqlite:')
+    ? { kind: 'sqlite', path: sqlitePath(databaseUrl) }
+    : { kind: 'postgres', url: databaseUrl, schema: v.databaseSchema, poolSize: v.databasePoolSize };
   if (database.kind === 'postgres' && !/^[a-z_][a-z0-9_]{0,62}$/.test(database.schema)) {
     throw new ConfigError(`DATABASE_SCHEMA=${JSON.stringify(database.schema)} is invalid; expected lower-case letters, digits and _`);
   }
   const publicUrl = (v.publicUrl ?? `http://${v.host.includes(':') ? `[${v.host}]` : v.host}:${v.port}`).replace(/\/+$/, '');
-  return { ...v, database, publicUrl };
+  return { ...v, databaseUrl, database, publicUrl };
 }
 
 /** `sqlite:./data/x.db`, `sqlite:///abs/x.db` and `sqlite::memory:` to a better-sqlite3 path. */

@@ -51,12 +51,11 @@ export const settings = {
     doc: 'Minimum level of the JSON log lines written to standard output.',
   }),
   dataDir: setting({ env: 'DATA_DIR', parser: text(), default: './data', doc: 'Directory for local state: the SQLite database by default and demo-mode files.' }),
-  databaseUrl: setting({
+  databaseUrl: optional({
     env: 'DATABASE_URL',
     parser: url(['sqlite:', 'postgres:', 'postgresql:']),
-    default: 'sqlite:./data/portcullis.db',
     secret: true,
-    doc: 'sqlite:PATH (embedded, the default) or postgres://user:pass@host:5432/db (shared by many instances).',
+    doc: 'sqlite:PATH (embedded; default sqlite:DATA_DIR/portcullis.db) or postgres://user:pass@host:5432/db (shared by many instances).',
   }),
   databaseSchema: setting({
     env: 'DATABASE_SCHEMA',

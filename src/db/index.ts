@@ -63,7 +63,11 @@ export function openDatabase(database: Config['database'], options: OpenDatabase
         oid === INT8_OID || oid === NUMERIC_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
     },
   });
-  pool.on('error', (err) => options.onIdleError?.(err));
+  // A connection can die while idle in the pool or while checked out between queries; pg
+  // emits 'error' on the client then, which would crash the process without a listener.
+  const onError = (err: Error) => options.onIdleError?.(err);
+  pool.on('error', onError);
+  pool.on('connect', (client) => client.on('error', onError));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,

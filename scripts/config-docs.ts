@@ -1,0 +1,3 @@
+import { renderConfigurationDoc } from '../src/config/docs.js';
+
+process.stdout.write(renderConfigurationDoc());
