@@ -1,0 +1,62 @@
+/**
+ * The gateway's view of a Messages request: only the fields it must check (model,
+ * max_tokens, messages, stream). Everything else passes through untouched, so new API
+ * features never need a gateway release. Messages mimic Anthropic's wording.
+ */
+import { z } from 'zod';
+import { GatewayError } from '../errors/index.js';
+
+const messagesBody = z.looseObject({
+  model: z.string().min(1).max(256),
+  max_tokens: z.number().int().positive(),
+  messages: z.array(z.looseObject({ role: z.string(), content: z.unknown() })).min(1),
+  stream: z.boolean().optional(),
+});
+
+const countTokensBody = z.looseObject({
+  model: z.string().min(1).max(256),
+  messages: z.array(z.looseObject({ role: z.string(), content: z.unknown() })).min(1),
+});
+
+export type MessagesBody = z.infer<typeof messagesBody>;
+export type CountTokensBody = z.infer<typeof countTokensBody>;
+
+function parseJson(raw: Buffer): unknown {
+  if (raw.length === 0) throw new GatewayError('invalid_request', 'Request body is empty; expected a JSON object', { reason: 'invalid_json' });
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new GatewayError('invalid_request', 'Request body is not valid JSON', { reason: 'invalid_json' });
+  }
+}
+
+function describe(issue: z.core.$ZodIssue): string {
+  const path = issue.path.map(String).join('.') || 'body';
+  if (issue.code === 'invalid_type' && issue.input === undefined) return `${path}: Field required`;
+  return `${path}: ${issue.message}`;
+}
+
+function validate<T>(schema: z.ZodType<T>, raw: Buffer): T {
+  const value = parseJson(raw);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new GatewayError('invalid_request', 'Request body must be a JSON object', { reason: 'invalid_json' });
+  }
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    throw new GatewayError('invalid_request', result.error.issues.map(describe).join('; '), { reason: 'invalid_request_body' });
+  }
+  return result.data;
+}
+
+export function parseMessagesBody(raw: Buffer): MessagesBody {
+  return validate(messagesBody, raw);
+}
+
+export function parseCountTokensBody(raw: Buffer): CountTokensBody {
+  return validate(countTokensBody, raw);
+}
+
+/** A rough input-token estimate for admission (about 4 bytes a token), reconciled later with real usage. */
+export function estimateInputTokens(raw: Buffer): number {
+  return Math.ceil(raw.length / 4);
+}
