@@ -7,9 +7,8 @@
  * `maxKeys` the least recently used keys are forgotten (which forgets their usage too:
  * the price of a bound, only paid under a flood of distinct keys).
  */
-import { randomBytes } from 'node:crypto';
 import type { CheckOptions, CostAdjustment, Decision, LeaseRequest, LeaseResult, LimitRule, RateLimitStore, RuleOutcome } from './port.js';
-import { needed, validateAdjustments, validateLease, validateRules } from './validate.js';
+import { idGenerator, needed, validateAdjustments, validateLease, validateRules } from './validate.js';
 
 interface Entry {
   ts: number;
@@ -41,6 +40,7 @@ export class MemoryRateLimitStore implements RateLimitStore {
   private readonly sweepIntervalMs: number;
   private readonly clock: () => number;
   private lastSweep = 0;
+  private readonly nextId = idGenerator();
 
   constructor(options: MemoryRateLimitStoreOptions = {}) {
     this.maxKeys = options.maxKeys ?? 100_000;
@@ -63,7 +63,7 @@ export class MemoryRateLimitStore implements RateLimitStore {
     if (allowed) {
       for (const [i, rule] of rules.entries()) {
         if (rule.cost === 0) continue;
-        reservation ??= randomBytes(9).toString('base64url');
+        reservation ??= this.nextId();
         insert(logs[i]!, { ts: now, cost: rule.cost, id: reservation });
       }
     }

@@ -9,10 +9,9 @@
  * PEXPIRE = window on every write, so an idle key vanishes once its last entry has.
  * Keys of one check must hash to one slot on Redis Cluster: use a hash tag (`u:{id}:rpm`).
  */
-import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { CheckOptions, CostAdjustment, Decision, LeaseRequest, LeaseResult, LimitRule, RateLimitStore, RuleOutcome } from './port.js';
-import { validateAdjustments, validateLease, validateRules } from './validate.js';
+import { idGenerator, validateAdjustments, validateLease, validateRules } from './validate.js';
 
 /** Shared by every script: the clock, and popping expired entries while keeping the sum. */
 const PRELUDE = `
@@ -143,6 +142,7 @@ export class RedisRateLimitStore implements RateLimitStore {
   private readonly redis: Redis;
   private readonly prefix: string;
   private readonly ownsClient: boolean;
+  private readonly nextId = idGenerator();
   private readonly scripts: { check: ScriptFn; reconcile: ScriptFn; acquire: ScriptFn };
 
   constructor(options: RedisRateLimitStoreOptions) {
@@ -164,7 +164,7 @@ export class RedisRateLimitStore implements RateLimitStore {
 
   async check(rules: LimitRule[], options: CheckOptions = {}): Promise<Decision> {
     validateRules(rules, options.now);
-    const id = randomBytes(9).toString('base64url');
+    const id = this.nextId();
     const keys = rules.flatMap((r) => this.keys(r.key));
     const args = rules.flatMap((r) => [r.limit, r.windowMs, r.cost]);
     const raw = (await this.scripts.check(keys.length, ...keys, options.now ?? '', id, ...args)) as number[];
