@@ -13,7 +13,10 @@
 
 /** One limit to check: at most `limit` units of cost in any window of `windowMs` for `key`. */
 export interface LimitRule {
-  /** Opaque key, e.g. `u:{usr_1}:rpm`. Keys in one `check` must be distinct. */
+  /**
+   * Opaque key, e.g. `u:{usr_1}:rpm` (braces: a Redis Cluster hash tag). Keys in one
+   * `check` must be distinct, and a key must always be used with the same `windowMs`.
+   */
   key: string;
   /** Positive integer. */
   limit: number;
