@@ -106,3 +106,21 @@ export function base64Key(bytes: number): ValueParser<string> {
       .refine((v) => /^[A-Za-z0-9+/_-]+={0,2}$/.test(v) && Buffer.from(v, 'base64').length === bytes, 'wrong length or alphabet'),
   };
 }
+
+/** A JSON document checked against `schema`; `expected` describes its shape for messages and docs. */
+export function json<T>(schema: z.ZodType<T>, expected: string): ValueParser<T> {
+  return {
+    expected,
+    schema: z
+      .string()
+      .transform((v, ctx) => {
+        try {
+          return JSON.parse(v) as unknown;
+        } catch {
+          ctx.addIssue({ code: 'custom', message: 'not valid JSON' });
+          return z.NEVER;
+        }
+      })
+      .pipe(schema) as unknown as z.ZodType<T, string>,
+  };
+}

@@ -3,8 +3,9 @@
  * its default, what it means, and how a valid value looks; `docs/configuration.md` is
  * generated from this table (`npm run docs:config`) and a test keeps the two equal.
  */
+import { z } from 'zod';
 import type { ValueParser } from './parsers.js';
-import { base64Key, boolean, integer, list, oneOf, text, url } from './parsers.js';
+import { base64Key, boolean, duration, integer, json, list, oneOf, text, url } from './parsers.js';
 
 export interface SettingDefinition<T> {
   env: string;
@@ -106,6 +107,58 @@ export const settings = {
     parser: integer(0, 600_000),
     default: '15000',
     doc: 'On SIGTERM/SIGINT, how long in-flight work may take before the process exits anyway (milliseconds).',
+  }),
+  // Rate limits (src/ratelimit, docs/rate-limits.md). 0 disables a limit.
+  rateLimitRpm: setting({ env: 'RATE_LIMIT_RPM', parser: integer(0, 10_000_000), default: '60', doc: 'Requests per minute per user (default tier).' }),
+  rateLimitRpd: setting({ env: 'RATE_LIMIT_RPD', parser: integer(0, 100_000_000), default: '5000', doc: 'Requests per day (sliding 24 h) per user (default tier).' }),
+  rateLimitTpm: setting({
+    env: 'RATE_LIMIT_TPM',
+    parser: integer(0, 1_000_000_000),
+    default: '200000',
+    doc: 'Tokens per minute per user (default tier): input + max_tokens are reserved on admission, then reconciled with the real usage.',
+  }),
+  rateLimitConcurrent: setting({ env: 'RATE_LIMIT_CONCURRENT', parser: integer(0, 10_000), default: '4', doc: 'Concurrent streams per user (default tier).' }),
+  rateLimitTiers: optional({
+    env: 'RATE_LIMIT_TIERS',
+    parser: json(
+      z.record(
+        z.string().regex(/^[a-z0-9_-]{1,64}$/, 'tier names are lower-case letters, digits, _ and -').refine((n) => n !== 'default', 'the default tier comes from RATE_LIMIT_RPM/RPD/TPM/CONCURRENT'),
+        z.strictObject({
+          rpm: z.number().int().min(0).optional(),
+          rpd: z.number().int().min(0).optional(),
+          tpm: z.number().int().min(0).optional(),
+          concurrent: z.number().int().min(0).optional(),
+        }),
+      ),
+      'a JSON object of tier name to {rpm, rpd, tpm, concurrent}, e.g. {"pro":{"rpm":600,"tpm":2000000}}',
+    ),
+    doc: 'Named tiers; a role or user picks one by name (rateTier). Missing values come from the default tier.',
+  }),
+  rateLimitIpAuthPerMin: setting({ env: 'RATE_LIMIT_IP_AUTH_PER_MIN', parser: integer(0, 1_000_000), default: '30', doc: 'Sign-in and token requests per minute per client IP, before authentication.' }),
+  rateLimitIpUpgradePerMin: setting({ env: 'RATE_LIMIT_IP_UPGRADE_PER_MIN', parser: integer(0, 1_000_000), default: '60', doc: 'WebSocket upgrades per minute per client IP, before authentication.' }),
+  rateLimitAuthFailuresPerMin: setting({
+    env: 'RATE_LIMIT_AUTH_FAILURES_PER_MIN',
+    parser: integer(0, 1_000_000),
+    default: '10',
+    doc: 'Failed authentications per minute per client IP; past it the IP is refused until old failures age out.',
+  }),
+  rateLimitLeaseTtl: setting({
+    env: 'RATE_LIMIT_LEASE_TTL',
+    parser: duration(1000),
+    default: '2m',
+    doc: 'How long a concurrent-stream slot lives without renewal; bounds how long a crashed instance holds slots.',
+  }),
+  rateLimitFailurePolicy: setting({
+    env: 'RATE_LIMIT_FAILURE_POLICY',
+    parser: oneOf(['closed', 'open'] as const),
+    default: 'closed',
+    doc: 'When the limit store (Redis) is unreachable: closed refuses with 503, open admits without limits. Both log and count it.',
+  }),
+  rateLimitMemoryMaxKeys: setting({
+    env: 'RATE_LIMIT_MEMORY_MAX_KEYS',
+    parser: integer(100, 100_000_000),
+    default: '100000',
+    doc: 'In-process store only: most limit keys held; the least recently used beyond it are forgotten.',
   }),
 };
 

@@ -1,0 +1,76 @@
+/**
+ * How a limit decision reaches a client: a 429 GatewayError naming the limit, and the
+ * headers Anthropic's API sends (`anthropic-ratelimit-*`, reset in RFC 3339) plus the
+ * common `x-ratelimit-*` equivalents (reset in seconds from now).
+ */
+import { GatewayError } from '../errors/index.js';
+import type { LimitDecision, LimitName, LimitStatus } from './limiter.js';
+
+const phrases: Record<LimitName, (limit: number) => string> = {
+  requests_per_minute: (n) => `${n} requests per minute`,
+  requests_per_day: (n) => `${n} requests per day`,
+  tokens_per_minute: (n) => `${n} tokens per minute`,
+  concurrent_streams: (n) => `${n} concurrent streams`,
+  ip_auth: (n) => `${n} sign-in requests per minute from your address`,
+  ip_upgrade: (n) => `${n} connection attempts per minute from your address`,
+  ip_auth_failures: (n) => `${n} failed sign-ins per minute from your address`,
+};
+
+/** The refused limit that keeps the caller waiting longest, if any. */
+export function bindingLimit(decision: LimitDecision): LimitStatus | undefined {
+  let worst: LimitStatus | undefined;
+  for (const status of decision.limits) {
+    if (status.retryAfterMs > 0 && (!worst || status.retryAfterMs > worst.retryAfterMs)) worst = status;
+  }
+  return worst;
+}
+
+/**
+ * The 429 for a refused decision: `rate_limited`, reason = the limit's name (e.g.
+ * `requests_per_minute`), retryAfterSeconds = ceil(retryAfterMs / 1000), at least 1.
+ * Example message: "Rate limit exceeded: 60 requests per minute; retry in 12 s".
+ */
+export function rateLimitError(decision: LimitDecision): GatewayError {
+  const limit = bindingLimit(decision);
+  if (!limit) return new GatewayError('rate_limited', 'Rate limit exceeded; retry in 1 s', { reason: 'rate_limited', retryAfterSeconds: 1 });
+  const seconds = Math.max(1, Math.ceil(limit.retryAfterMs / 1000));
+  return new GatewayError('rate_limited', `Rate limit exceeded: ${phrases[limit.name](limit.limit)}; retry in ${seconds} s`, {
+    reason: limit.name,
+    retryAfterSeconds: seconds,
+  });
+}
+
+const requestLimits: LimitName[] = ['requests_per_minute', 'requests_per_day', 'ip_auth', 'ip_upgrade', 'ip_auth_failures'];
+
+/**
+ * Headers describing the most constraining request limit and the token limit:
+ * `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` and
+ * `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; when refused, also
+ * `retry-after` (s) and `retry-after-ms`. Empty for a decision with no limits.
+ */
+export function rateLimitHeaders(decision: LimitDecision, now = Date.now()): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const requests = mostConstraining(decision.limits.filter((l) => requestLimits.includes(l.name)));
+  const tokens = mostConstraining(decision.limits.filter((l) => l.name === 'tokens_per_minute'));
+  for (const [kind, status] of [['requests', requests], ['tokens', tokens]] as const) {
+    if (!status) continue;
+    const reset = new Date(Math.ceil(status.resetAtMs / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+    headers[`anthropic-ratelimit-${kind}-limit`] = String(status.limit);
+    headers[`anthropic-ratelimit-${kind}-remaining`] = String(status.remaining);
+    headers[`anthropic-ratelimit-${kind}-reset`] = reset;
+    headers[`x-ratelimit-limit-${kind}`] = String(status.limit);
+    headers[`x-ratelimit-remaining-${kind}`] = String(status.remaining);
+    headers[`x-ratelimit-reset-${kind}`] = String(Math.max(0, Math.ceil((status.resetAtMs - now) / 1000)));
+  }
+  const binding = decision.allowed ? undefined : bindingLimit(decision);
+  if (binding) {
+    headers['retry-after'] = String(Math.max(1, Math.ceil(binding.retryAfterMs / 1000)));
+    headers['retry-after-ms'] = String(binding.retryAfterMs);
+  }
+  return headers;
+}
+
+/** Refused first (longest wait), then the fewest remaining relative to the limit. */
+function mostConstraining(limits: LimitStatus[]): LimitStatus | undefined {
+  return [...limits].sort((a, b) => b.retryAfterMs - a.retryAfterMs || a.remaining / a.limit - b.remaining / b.limit)[0];
+}

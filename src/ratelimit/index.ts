@@ -1,0 +1,21 @@
+/** The rate-limit policy layer; see docs/rate-limits.md. */
+export type {
+  AdmitRequestInput,
+  FailureCounter,
+  IpBucket,
+  LimitDecision,
+  LimitName,
+  LimitStatus,
+  RateLimiterLogger,
+  RateLimiterOptions,
+  RequestAdmission,
+  StreamAdmission,
+  StreamInput,
+  StreamLease,
+  TokenReservation,
+} from './limiter.js';
+export { RateLimiter, ipGroup } from './limiter.js';
+export { bindingLimit, rateLimitError, rateLimitHeaders } from './errors.js';
+export type { RateLimitConfig, TierLimits, TierOverride } from './tiers.js';
+export { applyOverride, tierOverrideSchema, tierTable } from './tiers.js';
+export { createRateLimitStore } from '../engine/ratelimit/index.js';

@@ -1,0 +1,303 @@
+/**
+ * The rate-limit policy: which limits apply to whom, built on one RateLimitStore.
+ * Transport-agnostic; the HTTP and WebSocket doors call these methods and turn a refusal
+ * into `rateLimitError(decision)` and `rateLimitHeaders(decision)` (errors.ts).
+ */
+import { randomUUID } from 'node:crypto';
+import { isIPv6 } from 'node:net';
+import { z } from 'zod';
+import type { LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
+import { GatewayError } from '../errors/index.js';
+import type { RateLimitConfig, TierLimits, TierOverride } from './tiers.js';
+import { applyOverride, tierOverrideSchema, tierTable } from './tiers.js';
+
+const MINUTE = 60_000;
+const DAY = 86_400_000;
+
+export type LimitName =
+  | 'requests_per_minute'
+  | 'requests_per_day'
+  | 'tokens_per_minute'
+  | 'concurrent_streams'
+  | 'ip_auth'
+  | 'ip_upgrade'
+  | 'ip_auth_failures';
+
+/** One limit's state after a decision (see RuleOutcome for the fields' meaning). */
+export interface LimitStatus extends RuleOutcome {
+  name: LimitName;
+}
+
+export interface LimitDecision {
+  allowed: boolean;
+  /** Every limit that applied; empty when none did or the store was skipped (degraded). */
+  limits: LimitStatus[];
+  /** True when the store failed and the `open` failure policy admitted without checking. */
+  degraded: boolean;
+}
+
+/** What `settle` needs to give back unused tokens. */
+export interface TokenReservation {
+  id: string;
+  key: string;
+  windowMs: number;
+  /** Tokens reserved at admission. */
+  reserved: number;
+}
+
+export interface RequestAdmission extends LimitDecision {
+  /** Present when admitted under a tokens-per-minute limit. */
+  reservation?: TokenReservation;
+}
+
+export interface StreamLease {
+  key: string;
+  leaseId: string;
+  limit: number;
+  ttlMs: number;
+}
+
+export interface StreamAdmission extends LimitDecision {
+  /** Present when admitted under a concurrency limit; renew it within ttlMs, release it at the end. */
+  lease?: StreamLease;
+}
+
+export interface AdmitRequestInput {
+  userId: string;
+  /** `Permissions.rateTier`; unknown names fall back to `default` with a warning. */
+  tier?: string;
+  /** Per-user limits that replace the tier's. */
+  override?: TierOverride;
+  /** Input tokens as estimated before the call (system + messages + tools). */
+  estimatedInputTokens: number;
+  /** The request's max_tokens. */
+  maxTokens: number;
+  now?: number;
+}
+
+export interface StreamInput {
+  userId: string;
+  tier?: string;
+  override?: TierOverride;
+  /** Defaults to a random UUID. */
+  leaseId?: string;
+}
+
+export type IpBucket = 'auth' | 'upgrade' | 'auth_failure';
+
+/** Structurally a prom-client `Counter<'operation' | 'policy'>`. */
+export interface FailureCounter {
+  inc(labels: { operation: string; policy: string }): void;
+}
+
+export interface RateLimiterLogger {
+  warn(details: object, message: string): void;
+}
+
+export interface RateLimiterOptions {
+  config: RateLimitConfig;
+  store: RateLimitStore;
+  logger?: RateLimiterLogger;
+  /** Counted once per store failure, labelled by operation and policy. */
+  failureCounter?: FailureCounter;
+  /** A store call slower than this counts as a failure. Default 1000 ms. */
+  storeTimeoutMs?: number;
+}
+
+const admitSchema = z.object({
+  userId: z.string().min(1).max(256),
+  tier: z.string().max(64).optional(),
+  override: tierOverrideSchema.optional(),
+  estimatedInputTokens: z.number().int().min(0),
+  maxTokens: z.number().int().min(0),
+  now: z.number().int().min(0).optional(),
+});
+const streamSchema = z.object({
+  userId: z.string().min(1).max(256),
+  tier: z.string().max(64).optional(),
+  override: tierOverrideSchema.optional(),
+  leaseId: z.string().min(1).max(128).optional(),
+});
+
+export class RateLimiter {
+  private readonly config: RateLimitConfig;
+  private readonly store: RateLimitStore;
+  private readonly tiers: Map<string, TierLimits>;
+  private readonly logger: RateLimiterLogger | undefined;
+  private readonly failureCounter: FailureCounter | undefined;
+  private readonly timeoutMs: number;
+  private readonly warnedTiers = new Set<string>();
+
+  constructor(options: RateLimiterOptions) {
+    this.config = options.config;
+    this.store = options.store;
+    this.tiers = tierTable(options.config);
+    this.logger = options.logger;
+    this.failureCounter = options.failureCounter;
+    this.timeoutMs = options.storeTimeoutMs ?? 1000;
+  }
+
+  /** The limits that apply to a tier with an optional override. */
+  limitsFor(tier = 'default', override?: TierOverride): TierLimits {
+    let limits = this.tiers.get(tier);
+    if (!limits) {
+      if (this.warnedTiers.size < 100 && !this.warnedTiers.has(tier)) {
+        this.warnedTiers.add(tier);
+        this.logger?.warn({ tier }, 'unknown rate-limit tier; using default');
+      }
+      limits = this.tiers.get('default')!;
+    }
+    return applyOverride(limits, override);
+  }
+
+  /**
+   * Checks requests/minute, requests/day and tokens/minute for a user in ONE atomic store
+   * call, reserving `estimatedInputTokens + maxTokens` (capped at the tokens/minute limit)
+   * when admitted. Throws `invalid_request` when the input alone can never fit the
+   * tokens/minute limit, and `unavailable` when the store fails under the closed policy.
+   */
+  async admitRequest(input: AdmitRequestInput): Promise<RequestAdmission> {
+    const { userId, tier, override, estimatedInputTokens, maxTokens, now } = admitSchema.parse(input);
+    const limits = this.limitsFor(tier, override);
+    if (limits.tpm > 0 && estimatedInputTokens > limits.tpm) {
+      throw new GatewayError(
+        'invalid_request',
+        `This request's ${estimatedInputTokens} input tokens exceed your limit of ${limits.tpm} tokens per minute`,
+        { reason: 'request_exceeds_token_limit' },
+      );
+    }
+    const user = `u:{${userId}}`;
+    const reserved = Math.min(estimatedInputTokens + maxTokens, limits.tpm);
+    const named: [LimitName, LimitRule][] = [];
+    if (limits.rpm > 0) named.push(['requests_per_minute', { key: `${user}:rpm`, limit: limits.rpm, windowMs: MINUTE, cost: 1 }]);
+    if (limits.rpd > 0) named.push(['requests_per_day', { key: `${user}:rpd`, limit: limits.rpd, windowMs: DAY, cost: 1 }]);
+    if (limits.tpm > 0) named.push(['tokens_per_minute', { key: `${user}:tpm`, limit: limits.tpm, windowMs: MINUTE, cost: reserved }]);
+    if (named.length === 0) return { allowed: true, limits: [], degraded: false };
+    const decision = await this.guard('check', () => this.store.check(named.map(([, r]) => r), now === undefined ? {} : { now }));
+    if (!decision) return { allowed: true, limits: [], degraded: true };
+    const result: RequestAdmission = {
+      allowed: decision.allowed,
+      limits: decision.rules.map((outcome, i) => ({ name: named[i]![0], ...outcome })),
+      degraded: false,
+    };
+    const tpm = named.find(([name]) => name === 'tokens_per_minute');
+    if (decision.allowed && decision.reservation && tpm) {
+      result.reservation = { id: decision.reservation, key: tpm[1].key, windowMs: MINUTE, reserved };
+    }
+    return result;
+  }
+
+  /**
+   * Replaces the reserved tokens with the real count (input + cache + output), freeing the
+   * unused part at once. Never throws for a store failure: the request is over, so the
+   * failure is logged and counted, and the reservation simply stands until it expires.
+   */
+  async settle(reservation: TokenReservation, actualTokens: number, now?: number): Promise<void> {
+    const cost = z.number().int().min(0).parse(actualTokens);
+    if (cost === reservation.reserved) return;
+    const adjustment = [{ key: reservation.key, windowMs: reservation.windowMs, cost }];
+    await this.guard('reconcile', () => this.store.reconcile(reservation.id, adjustment, now === undefined ? {} : { now }), false);
+  }
+
+  /** Takes one of the user's concurrent-stream slots (lease TTL: RATE_LIMIT_LEASE_TTL). */
+  async acquireStream(input: StreamInput): Promise<StreamAdmission> {
+    const { userId, tier, override, leaseId } = streamSchema.parse(input);
+    const { concurrent } = this.limitsFor(tier, override);
+    if (concurrent === 0) return { allowed: true, limits: [], degraded: false };
+    const lease: StreamLease = { key: `u:{${userId}}:streams`, leaseId: leaseId ?? randomUUID(), limit: concurrent, ttlMs: this.config.rateLimitLeaseTtl };
+    const result = await this.guard('acquire', () => this.store.acquire({ key: lease.key, limit: lease.limit, leaseId: lease.leaseId, ttlMs: lease.ttlMs }));
+    if (!result) return { allowed: true, limits: [], degraded: true };
+    const status: LimitStatus = {
+      name: 'concurrent_streams',
+      key: lease.key,
+      limit: concurrent,
+      remaining: Math.max(0, concurrent - result.active),
+      resetAtMs: Date.now() + (result.allowed ? 0 : lease.ttlMs),
+      // When a slot frees is unknowable; a second is a polite pause before asking again.
+      retryAfterMs: result.allowed ? 0 : 1000,
+    };
+    return result.allowed ? { allowed: true, limits: [status], degraded: false, lease } : { allowed: false, limits: [status], degraded: false };
+  }
+
+  /** Extends a live lease by its TTL; false when it had lapsed and the cap is now full. */
+  async renewStream(lease: StreamLease): Promise<boolean> {
+    const result = await this.guard('acquire', () => this.store.acquire({ ...lease }), false);
+    return result ? result.allowed : true;
+  }
+
+  /** Frees a stream slot; store failures are logged and counted, the lease then lapses by TTL. */
+  async releaseStream(lease: StreamLease): Promise<void> {
+    await this.guard('release', () => this.store.release(lease.key, lease.leaseId), false);
+  }
+
+  /**
+   * Pre-authentication limits per client IP (IPv6 grouped by /64). `auth` and `upgrade`
+   * count this attempt; `auth_failure` only asks whether the address is still under its
+   * failure limit; count failures with `recordAuthFailure`.
+   */
+  async admitIp(ip: string, bucket: IpBucket, now?: number): Promise<LimitDecision> {
+    const limit =
+      bucket === 'auth' ? this.config.rateLimitIpAuthPerMin
+      : bucket === 'upgrade' ? this.config.rateLimitIpUpgradePerMin
+      : this.config.rateLimitAuthFailuresPerMin;
+    const name: LimitName = bucket === 'auth' ? 'ip_auth' : bucket === 'upgrade' ? 'ip_upgrade' : 'ip_auth_failures';
+    return this.ipCheck({ ip, bucket, limit, name, cost: bucket === 'auth_failure' ? 0 : 1, now });
+  }
+
+  /** Counts one failed authentication from `ip` against RATE_LIMIT_AUTH_FAILURES_PER_MIN. */
+  async recordAuthFailure(ip: string, now?: number): Promise<LimitDecision> {
+    const limit = this.config.rateLimitAuthFailuresPerMin;
+    return this.ipCheck({ ip, bucket: 'auth_failure', limit, name: 'ip_auth_failures', cost: 1, now });
+  }
+
+  private async ipCheck(o: { ip: string; bucket: IpBucket; limit: number; name: LimitName; cost: number; now: number | undefined }): Promise<LimitDecision> {
+    if (o.limit === 0) return { allowed: true, limits: [], degraded: false };
+    const rule = { key: `ip:{${ipGroup(z.string().min(1).max(64).parse(o.ip))}}:${o.bucket}`, limit: o.limit, windowMs: MINUTE, cost: o.cost };
+    const decision = await this.guard('check', () => this.store.check([rule], o.now === undefined ? {} : { now: o.now }));
+    if (!decision) return { allowed: true, limits: [], degraded: true };
+    return { allowed: decision.allowed, limits: decision.rules.map((r) => ({ name: o.name, ...r })), degraded: false };
+  }
+
+  /**
+   * Runs a store call under the failure policy. A failure (error or timeout) is logged and
+   * counted; then `closed` throws 503 `rate_limiter_unavailable` and `open` returns
+   * undefined (callers admit). With `enforce` false (settle, release) it never throws.
+   */
+  private async guard<T>(operation: string, call: () => Promise<T>, enforce = true): Promise<T | undefined> {
+    const policy = this.config.rateLimitFailurePolicy;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`rate-limit store did not answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+      });
+      return await Promise.race([call(), timeout]);
+    } catch (err) {
+      if (err instanceof TypeError) throw err; // a malformed rule is a bug, not an outage
+      const e = err as { message?: string; code?: string };
+      this.logger?.warn({ operation, policy, error: e.message, code: e.code }, 'rate-limit store unavailable');
+      this.failureCounter?.inc({ operation, policy });
+      if (enforce && policy === 'closed') {
+        throw new GatewayError('unavailable', 'Rate limiting is temporarily unavailable; please retry shortly', {
+          reason: 'rate_limiter_unavailable',
+          retryAfterSeconds: 1,
+          cause: err,
+        });
+      }
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** IPv4 as is; IPv6 by its /64 (one subscriber's allocation), IPv4-mapped IPv6 as IPv4. */
+export function ipGroup(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1]!;
+  if (!isIPv6(ip)) return ip;
+  const [head = '', tail = ''] = ip.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const full = ip.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${full.slice(0, 4).map((h) => parseInt(h, 16).toString(16)).join(':')}::/64`;
+}
