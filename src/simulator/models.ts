@@ -2,8 +2,13 @@
 import { SimulatedHttpError } from './errors.js';
 import type { SimulatedModel } from './types.js';
 
-/** Newest first, as `/v1/models` lists them. Aliases resolve in every endpoint. */
+/**
+ * Newest first, as `/v1/models` lists them. Aliases resolve in every endpoint. The 4.6 entries
+ * use the undated ids the SDK knows; their creation dates are illustrative.
+ */
 export const defaultModels: SimulatedModel[] = [
+  { id: 'claude-opus-4-6', display_name: 'Claude Opus 4.6', created_at: '2026-02-01T00:00:00Z' },
+  { id: 'claude-sonnet-4-6', display_name: 'Claude Sonnet 4.6', created_at: '2026-02-01T00:00:00Z' },
   { id: 'claude-opus-4-5-20251101', display_name: 'Claude Opus 4.5', created_at: '2025-11-24T00:00:00Z', aliases: ['claude-opus-4-5'] },
   { id: 'claude-haiku-4-5-20251001', display_name: 'Claude Haiku 4.5', created_at: '2025-10-15T00:00:00Z', aliases: ['claude-haiku-4-5'] },
   { id: 'claude-sonnet-4-5-20250929', display_name: 'Claude Sonnet 4.5', created_at: '2025-09-29T00:00:00Z', aliases: ['claude-sonnet-4-5'] },
