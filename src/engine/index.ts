@@ -8,6 +8,8 @@ import { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
 import type { DatabaseHandle } from '../db/index.js';
 import { migrateToLatest, openDatabase, withTimeout } from '../db/index.js';
+import type { RateLimitStore } from './ratelimit/index.js';
+import { createRateLimitStore } from './ratelimit/index.js';
 
 export interface ReadinessProbe {
   /** Named in the 503 body when it fails, e.g. `database` or `redis`. */
@@ -20,6 +22,8 @@ export interface Engine {
   database: DatabaseHandle;
   /** Present only when REDIS_URL is set. */
   redis: Redis | undefined;
+  /** Sliding-window counters and concurrency leases (Redis when configured). */
+  rateLimitStore: RateLimitStore;
   /** Everything /readyz asks, in order. */
   probes: ReadinessProbe[];
   close(): Promise<void>;
@@ -50,12 +54,15 @@ export async function createEngine(config: Config, options: CreateEngineOptions 
       },
     });
   }
+  const rateLimitStore = createRateLimitStore(config, redis);
   return {
     kind: redis ? 'distributed' : 'embedded',
     database,
     redis,
+    rateLimitStore,
     probes,
     async close() {
+      await rateLimitStore.close();
       redis?.disconnect();
       await database.close();
     },
