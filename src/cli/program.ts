@@ -4,6 +4,7 @@ import { loadConfig } from '../config/index.js';
 import { createEngine } from '../engine/index.js';
 import { serve } from './serve.js';
 import { usersCommand } from './users.js';
+import { keysCommand, masterKeyCommand, usageCommand } from './keys.js';
 import { print } from './output.js';
 import { cliIo } from './io.js';
 
@@ -34,5 +35,8 @@ export function buildProgram(): Command {
     });
 
   program.addCommand(usersCommand());
+  program.addCommand(keysCommand());
+  program.addCommand(masterKeyCommand());
+  program.addCommand(usageCommand());
   return program;
 }

@@ -4,7 +4,12 @@
  */
 import type { Migration } from 'kysely';
 import * as m0001 from './0001_users.js';
+import * as m0004 from './0004_upstream_keys.js';
+import * as m0005 from './0005_usage.js';
 
 export const migrations: Record<string, Migration> = {
   '0001_users': m0001,
+  // 0002 and 0003 (sessions, login state) come from other branches.
+  '0004_upstream_keys': m0004,
+  '0005_usage': m0005,
 };
