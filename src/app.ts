@@ -21,6 +21,8 @@ import type { SigningKeyStore } from './auth/signing-keys.js';
 import { authRoutes } from './http/auth-routes.js';
 import type { MasterKeyRing } from './security/envelope.js';
 import { loadMasterKeyRing } from './security/master-key.js';
+import { UsageLedger } from './vault/usage.js';
+import { KeyVault } from './vault/vault.js';
 
 export interface BuildAppOptions {
   /** Where log lines go (tests capture them); standard output by default. */
@@ -33,6 +35,10 @@ export interface AppServices {
   users: UserService;
   /** Master keys sealing every secret stored in the database. */
   keyRing: MasterKeyRing;
+  /** Upstream API keys (a KeySource for the upstream client); started by buildApp, closed with the app. */
+  vault: KeyVault;
+  /** Durable usage records and their summaries. */
+  usage: UsageLedger;
   lifecycle: { draining: boolean };
   /** JWT signing keys (current key, rotation, JWKS). */
   signingKeys: SigningKeyStore;
@@ -104,6 +110,12 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     engine,
     users,
     keyRing: masterKeys.ring,
+    vault: new KeyVault({
+      db: engine.database.db,
+      ring: masterKeys.ring,
+      onError: (err, keyName) => app.log.error({ err, key: keyName }, 'key vault: reload failed or a key cannot be opened'),
+    }),
+    usage: new UsageLedger(engine.database.db),
     lifecycle: { draining: false },
     ...auth,
   };
@@ -131,6 +143,13 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
 
   if (!app.hasDecorator('parseCookie')) await app.register(fastifyCookie);
   installAuthGuards(app, services.authenticate, config);
+  await services.vault.start();
+  app.addHook('onClose', () => services.vault.close());
+  const imported = await services.vault.importFromEnv(config);
+  if (imported === 'added') app.log.info({ key: 'default' }, 'key vault: imported ANTHROPIC_API_KEY as the key default');
+  if (imported === 'name_taken') {
+    app.log.warn({ key: 'default' }, 'key vault: ANTHROPIC_API_KEY is not in the vault but the name default is taken (rotated?); not imported');
+  }
 
   await app.register(healthRoutes, { engine, isDraining: () => services.lifecycle.draining });
   await app.register(authRoutes);

@@ -185,6 +185,19 @@ export const settings = {
     default: '30d',
     doc: 'How long a JWT signing key signs before a new one replaces it; old public keys stay in the JWKS until their tokens expire.',
   }),
+  // Key vault and upstream (feat/vault)
+  anthropicApiKey: optional({
+    env: 'ANTHROPIC_API_KEY',
+    parser: text(),
+    secret: true,
+    doc: 'An Anthropic API key imported into the vault as the key `default` at start, unless a key with the same secret (compared by SHA-256 fingerprint) already exists. Optional: keys can be added with `portcullis keys add` instead.',
+  }),
+  anthropicBaseUrl: setting({
+    env: 'ANTHROPIC_BASE_URL',
+    parser: url(['https:', 'http:']),
+    default: 'https://api.anthropic.com',
+    doc: 'Base URL of the Anthropic API the gateway forwards to (a simulator or another compatible endpoint in tests).',
+  }),
 };
 
 export type Settings = typeof settings;
