@@ -4,6 +4,7 @@ import { loadConfig } from '../config/index.js';
 import { createEngine } from '../engine/index.js';
 import { serve } from './serve.js';
 import { usersCommand } from './users.js';
+import { simulatorCommand } from './simulator.js';
 import { print } from './output.js';
 import { cliIo } from './io.js';
 
@@ -34,5 +35,6 @@ export function buildProgram(): Command {
     });
 
   program.addCommand(usersCommand());
+  program.addCommand(simulatorCommand());
   return program;
 }
