@@ -8,7 +8,7 @@ import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
 
 export interface UpstreamClientOptions {
-  /** e.g. https://api.anthropic.com or http://127.0.0.1:PORT; a path prefix is kept. */
+  /** Anthropic's API origin, or the simulator's http://127.0.0.1:PORT; a path prefix is kept. */
   baseUrl: string;
   /** TCP+TLS connect timeout per attempt (10 s). */
   connectTimeoutMs?: number;

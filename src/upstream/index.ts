@@ -26,8 +26,6 @@ export type { AttemptRecord, CallUpstreamOptions, UpstreamOutcome } from './resi
 export { SseTap, emptyUsage, sseErrorEvent, usageFromMessage } from './sse.js';
 export type { StreamSummary, TokenUsage } from './sse.js';
 
-export const DEFAULT_ANTHROPIC_BASE_URL = 'https://api.anthropic.com';
-
 export interface Upstream {
   client: UpstreamClient;
   circuits: CircuitBreakers;
@@ -37,14 +35,16 @@ export interface Upstream {
 
 /**
  * Builds the upstream parts from the settings. The base URL is `options.baseUrl`, else
- * `config.anthropicBaseUrl` (ANTHROPIC_BASE_URL, added by the vault feature), else Anthropic's.
+ * `config.anthropicBaseUrl` (ANTHROPIC_BASE_URL, owned by the vault feature, which holds the
+ * default); throws when neither is given.
  */
 export function createUpstream(
   config: Pick<Config, 'upstreamMaxRetries' | 'upstreamDeadlineMs' | 'upstreamTimeoutMs' | 'circuitFailureThreshold' | 'circuitCooldownMs' | 'fallbackModels'>,
   options: { baseUrl?: string; clock?: Clock } = {},
 ): Upstream {
   const configured = (config as { anthropicBaseUrl?: unknown }).anthropicBaseUrl;
-  const baseUrl = options.baseUrl ?? (typeof configured === 'string' ? configured : DEFAULT_ANTHROPIC_BASE_URL);
+  const baseUrl = options.baseUrl ?? (typeof configured === 'string' ? configured : undefined);
+  if (baseUrl === undefined) throw new TypeError('createUpstream: no upstream base URL (ANTHROPIC_BASE_URL or options.baseUrl)');
   const clock = options.clock;
   return {
     client: new UpstreamClient({ baseUrl, headersTimeoutMs: config.upstreamDeadlineMs, bodyTimeoutMs: config.upstreamTimeoutMs }),

@@ -13,7 +13,8 @@
  * unmodified as a `passthrough` outcome; 401/402/403 mean OUR key is bad: the key is excluded
  * (401 also opens its circuit), the next key is tried, and the client never sees Anthropic's
  * auth error (it would read as "your credential is wrong"): when no key is left it gets a
- * gateway `unavailable` error instead. Retryable failures feed the key's circuit (circuit.ts).
+ * gateway `unavailable` error instead. Retryable failures feed the key's circuit (circuit.ts),
+ * and so does a committed stream that breaks on upstream's side (not when our client left).
  *
  * Errors thrown (all `GatewayError`, rendered by the app's error handler):
  * - no key configured: `unavailable`, reason `no_upstream_key`;
@@ -165,7 +166,7 @@ export async function callUpstream(options: CallUpstreamOptions): Promise<Upstre
       }
       const verdict = await attemptWith(options, lease, model, body, deadline, attempts);
       if (verdict.kind === 'stream' || verdict.kind === 'buffered' || verdict.kind === 'passthrough') {
-        return outcomeOf(verdict, lease, { model: model ?? ANY_MODEL, fallback: model === requested ? null : (model ?? null), attempts });
+        return outcomeOf(verdict, lease, { model: model ?? ANY_MODEL, fallback: model === requested ? null : (model ?? null), attempts, options });
       }
       excluded.add(lease.keyId);
       failures.keyIds.add(lease.keyId);
@@ -248,7 +249,7 @@ async function attemptWith(
 function outcomeOf(
   verdict: Extract<AttemptVerdict, { kind: 'stream' | 'buffered' | 'passthrough' }>,
   lease: KeyLease,
-  meta: { model: string; fallback: string | null; attempts: AttemptRecord[] },
+  meta: { model: string; fallback: string | null; attempts: AttemptRecord[]; options: CallUpstreamOptions },
 ): UpstreamOutcome {
   const base = {
     status: verdict.status,
@@ -270,6 +271,12 @@ function outcomeOf(
       lease.release();
     };
     verdict.body.once('close', release);
+    // A stream that breaks on upstream's side (not because our client left) counts against the key.
+    verdict.body.once('error', (err: unknown) => {
+      if (meta.options.signal?.aborted) return;
+      const code = (err as { code?: unknown }).code;
+      meta.options.circuits.recordFailure(lease.keyId, `midstream_${typeof code === 'string' ? code.toLowerCase() : 'error'}`);
+    });
     return {
       ...base,
       kind: 'stream',

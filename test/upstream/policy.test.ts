@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { FallbackChain, withModel } from '../../src/upstream/fallback.js';
+import { createUpstream } from '../../src/upstream/index.js';
 import { responseHeadersForClient, upstreamRequestHeaders } from '../../src/upstream/headers.js';
 
 describe('upstream header policy', () => {
@@ -107,5 +108,18 @@ describe('fallback models', () => {
     expect(loadConfig({}).fallbackModels).toBeUndefined();
     expect(() => loadConfig({ FALLBACK_MODELS: 'claude-opus-*' })).toThrow(/FALLBACK_MODELS/);
     expect(() => loadConfig({ FALLBACK_MODELS: 'a=b*' })).toThrow(/FALLBACK_MODELS/);
+  });
+});
+
+describe('createUpstream', () => {
+  it('builds the parts from the settings and needs a base URL', async () => {
+    const config = loadConfig({ UPSTREAM_MAX_RETRIES: '4', CIRCUIT_FAILURE_THRESHOLD: '1', FALLBACK_MODELS: 'a-*=b' });
+    const upstream = createUpstream(config, { baseUrl: 'http://127.0.0.1:9' });
+    expect(upstream.retry.maxRetries).toBe(4);
+    expect(upstream.fallbacks.after('a-1')).toEqual(['b']);
+    upstream.circuits.recordFailure('k', 'x');
+    expect(upstream.circuits.state('k')).toBe('open');
+    await upstream.client.close();
+    expect(() => createUpstream(config)).toThrow(/ANTHROPIC_BASE_URL/);
   });
 });

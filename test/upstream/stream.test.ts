@@ -80,7 +80,8 @@ describe('SSE through callUpstream and the tap', () => {
 
   it('a mid-stream reset reaches the caller as an error after the bytes before it, ready for a clean event: error', async () => {
     const keys = new ListKeys([KEY]);
-    const outcome = stream(await callUpstream(callOptions({ client, keys, body: messageBody({ stream: true }), fault: { resetAfterDeltas: 2, deltas: 6 } })));
+    const opts = callOptions({ client, keys, body: messageBody({ stream: true }), fault: { resetAfterDeltas: 2, deltas: 6 } });
+    const outcome = stream(await callUpstream(opts));
     const tap = new SseTap();
     const { bytes, error } = await drain(tap, outcome.body);
     expect(error).toBeInstanceOf(Error);
@@ -91,6 +92,7 @@ describe('SSE through callUpstream and the tap', () => {
     const event = sseErrorEvent('api_error', 'Upstream connection lost');
     expect(event).toBe('event: error\ndata: {"type":"error","error":{"type":"api_error","message":"Upstream connection lost"}}\n\n');
     await expect.poll(() => keys.released).toBe(1);
+    expect(opts.circuits.snapshot(KEY.id)).toMatchObject({ consecutiveFailures: 1, lastFailure: expect.stringMatching(/^midstream_/) });
   });
 
   it('an upstream event: error mid-stream is passed through and reported', async () => {
@@ -105,9 +107,8 @@ describe('SSE through callUpstream and the tap', () => {
   it('the client going away cancels the upstream stream (the simulator sees it aborted)', async () => {
     const controller = new AbortController();
     const keys = new ListKeys([KEY]);
-    const outcome = stream(
-      await callUpstream(callOptions({ client, keys, signal: controller.signal, body: messageBody({ stream: true }), fault: { text: 'word '.repeat(400), deltas: 200, deltaDelayMs: 20 } })),
-    );
+    const opts = callOptions({ client, keys, signal: controller.signal, body: messageBody({ stream: true }), fault: { text: 'word '.repeat(400), deltas: 200, deltaDelayMs: 20 } });
+    const outcome = stream(await callUpstream(opts));
     const tap = new SseTap();
     const reading = drain(tap, outcome.body);
     await expect.poll(() => tap.summary().events, { timeout: 3000 }).toBeGreaterThan(2);
@@ -116,6 +117,7 @@ describe('SSE through callUpstream and the tap', () => {
     expect(error).toBeTruthy();
     await expect.poll(() => sim.requests.at(-1)?.outcome, { timeout: 3000 }).toBe('aborted');
     expect(keys.released).toBe(1);
+    expect(opts.circuits.snapshot(KEY.id).consecutiveFailures).toBe(0);
   });
 
   it('an abort before the answer rejects the call with the abort reason and releases the key', async () => {
