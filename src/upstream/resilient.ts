@@ -49,6 +49,9 @@ import type { TokenUsage } from './sse.js';
 /** The model asked of `KeySource.pick` for requests that name none (e.g. GET /v1/models): any key will do. */
 export const ANY_MODEL = '';
 
+/** Longest wait for a key to come back when every key is open or cooling (longer: answer overloaded at once). */
+const MAX_IDLE_WAIT_MS = 5000;
+
 /** One attempt, for logs, usage records and the x-portcullis-retries header. */
 export interface AttemptRecord {
   keyId: string;
@@ -155,7 +158,7 @@ export async function callUpstream(options: CallUpstreamOptions): Promise<Upstre
         if (retriesLeft === 0) break;
         const wait = excluded.size > 0 ? retry.delayFor(round, failures.hintMs) : (circuits.msUntilAvailable() ?? Infinity);
         // With nothing tried in this round (all keys open or cooling) only short cooling is worth waiting for.
-        if (excluded.size === 0 && !(wait <= retry.delayFor(round, undefined) + 1000)) break;
+        if (excluded.size === 0 && !(wait <= MAX_IDLE_WAIT_MS)) break;
         if (clock.now() + wait >= deadline) break;
         retriesLeft -= 1;
         round += 1;
