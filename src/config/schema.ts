@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import type { ValueParser } from './parsers.js';
 import { base64Key, boolean, duration, integer, json, list, oneOf, text, url } from './parsers.js';
+import { fallbackRules } from '../upstream/fallback.js';
 
 export interface SettingDefinition<T> {
   env: string;
@@ -197,6 +198,42 @@ export const settings = {
     parser: url(['https:', 'http:']),
     default: 'https://api.anthropic.com',
     doc: 'Base URL of the Anthropic API the gateway forwards to (a simulator or another compatible endpoint in tests).',
+  }),
+  // Upstream calls: retries, deadlines, circuit breakers, fallback models (feat/upstream)
+  upstreamMaxRetries: setting({
+    env: 'UPSTREAM_MAX_RETRIES',
+    parser: integer(0, 10),
+    default: '2',
+    doc: 'Extra rounds over the healthy upstream keys per model after the first, with backoff (retry-after when upstream gives one). Switching to another key does not count as a retry.',
+  }),
+  upstreamDeadlineMs: setting({
+    env: 'UPSTREAM_DEADLINE_MS',
+    parser: integer(1000, 600_000),
+    default: '60000',
+    doc: 'Time from a request to the first byte of a usable upstream answer, across all retries and fallbacks (milliseconds). Past it the client gets 504 timeout_error.',
+  }),
+  upstreamTimeoutMs: setting({
+    env: 'UPSTREAM_TIMEOUT_MS',
+    parser: integer(1000, 3_600_000),
+    default: '600000',
+    doc: 'Longest silence allowed between two chunks of an upstream answer body (milliseconds); a stream silent for longer ends with an error event.',
+  }),
+  circuitFailureThreshold: setting({
+    env: 'CIRCUIT_FAILURE_THRESHOLD',
+    parser: integer(1, 1000),
+    default: '5',
+    doc: 'Consecutive failures (connection errors, 5xx, 529) after which an upstream key is taken out of rotation for CIRCUIT_COOLDOWN_MS. A 401 from upstream takes it out at once; a 429 only pauses it for retry-after.',
+  }),
+  circuitCooldownMs: setting({
+    env: 'CIRCUIT_COOLDOWN_MS',
+    parser: integer(100, 3_600_000),
+    default: '30000',
+    doc: 'How long an upstream key stays out of rotation after its circuit opens, before one probe request may use it again (milliseconds).',
+  }),
+  fallbackModels: optional({
+    env: 'FALLBACK_MODELS',
+    parser: fallbackRules(),
+    doc: 'Models to fall back to when every key failed for the requested one: comma-separated pattern=model pairs, * matching anything, e.g. claude-opus-*=claude-sonnet-4-5,claude-sonnet-*=claude-haiku-4-5. Unset: no fallback.',
   }),
 };
 
