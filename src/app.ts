@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import Fastify from 'fastify';
+import cookie from '@fastify/cookie';
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream, LoggerOptions } from 'pino';
 import type { Config } from './config/index.js';
@@ -11,6 +12,8 @@ import type { Engine } from './engine/index.js';
 import { renderError, toGatewayError } from './errors/index.js';
 import { healthRoutes } from './http/health.js';
 import { UserService } from './auth/users.js';
+import { oidcLogin } from './auth/oidc/routes.js';
+import { validateLoginConfig } from './auth/oidc/settings.js';
 import type { MasterKeyRing } from './security/envelope.js';
 import { loadMasterKeyRing } from './security/master-key.js';
 
@@ -68,6 +71,7 @@ export function loggerOptions(config: Config): LoggerOptions {
 }
 
 export async function buildApp(config: Config, engine: Engine, options: BuildAppOptions = {}): Promise<FastifyInstance> {
+  validateLoginConfig(config);
   const logger = loggerOptions(config);
   const app = Fastify({
     logger: options.logStream ? { ...logger, stream: options.logStream } : logger,
@@ -113,6 +117,8 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   });
 
   await app.register(healthRoutes, { engine, isDraining: () => services.lifecycle.draining });
+  if (!app.hasDecorator('parseCookie')) await app.register(cookie);
+  await app.register(oidcLogin, { config });
 
   return app;
 }

@@ -46,11 +46,29 @@ export interface UserGrantsTable {
   created_at: number;
 }
 
+/** A pending sign-in (feat/oidc): single use, expires after ten minutes. */
+export interface LoginStatesTable {
+  /** Hex SHA-256 of the `state` sent to the identity provider. */
+  state_hash: string;
+  nonce: string;
+  /** The PKCE verifier; short-lived, never logged. */
+  code_verifier: string;
+  /** Hex SHA-256 of the random value in the browser's login cookie (binds the callback to the browser that started the login). */
+  browser_hash: string;
+  /** The issuer the login was sent to. */
+  issuer: string;
+  return_to: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   roles: RolesTable;
   user_roles: UserRolesTable;
   user_grants: UserGrantsTable;
+  login_states: LoginStatesTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -58,3 +76,4 @@ export type NewUserRow = Insertable<UsersTable>;
 export type UserUpdate = Updateable<UsersTable>;
 export type RoleRow = Selectable<RolesTable>;
 export type { Generated };
+export type LoginStateRow = Selectable<LoginStatesTable>;
