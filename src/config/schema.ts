@@ -4,7 +4,7 @@
  * generated from this table (`npm run docs:config`) and a test keeps the two equal.
  */
 import type { ValueParser } from './parsers.js';
-import { base64Key, boolean, integer, list, oneOf, text, url } from './parsers.js';
+import { base64Key, boolean, duration, integer, list, oneOf, text, url } from './parsers.js';
 
 export interface SettingDefinition<T> {
   env: string;
@@ -107,6 +107,31 @@ export const settings = {
     parser: integer(0, 600_000),
     default: '15000',
     doc: 'On SIGTERM/SIGINT, how long in-flight work may take before the process exits anyway (milliseconds).',
+  }),
+  // Sessions, access tokens, refresh tokens and signing keys (feat/sessions)
+  accessTokenTtl: setting({
+    env: 'ACCESS_TOKEN_TTL',
+    parser: duration(10_000),
+    default: '15m',
+    doc: 'Lifetime of an access token (JWT). Revocation is checked on every request, so this bounds only offline verification by others.',
+  }),
+  refreshTokenTtl: setting({
+    env: 'REFRESH_TOKEN_TTL',
+    parser: duration(60_000),
+    default: '30d',
+    doc: 'Sliding lifetime of a refresh token: a session unused this long ends. Each refresh issues a new one.',
+  }),
+  sessionMaxAge: setting({
+    env: 'SESSION_MAX_AGE',
+    parser: duration(60_000),
+    default: '90d',
+    doc: 'Absolute cap on a session: after it, the user signs in again whatever the refreshes.',
+  }),
+  signingKeyRotateInterval: setting({
+    env: 'SIGNING_KEY_ROTATE_INTERVAL',
+    parser: duration(60_000),
+    default: '30d',
+    doc: 'How long a JWT signing key signs before a new one replaces it; old public keys stay in the JWKS until their tokens expire.',
   }),
 
   // Sign-in with uAuth / any OpenID Connect issuer (feat/oidc)

@@ -23,7 +23,7 @@ export function resolveReturnTo(value: string | undefined, policy: ReturnToPolic
   if (value === undefined || value === '') return '/';
   if (value.length > MAX_LENGTH) return undefined;
   // Browsers drop tabs/newlines and treat \ as / in URLs: "/\evil.test" means "//evil.test".
-  if (/[\s\\\u0000-\u001f\u007f]/.test(value)) return undefined;
+  if (/[\s\\]/.test(value) || [...value].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f)) return undefined;
   const publicOrigin = new URL(policy.publicUrl).origin;
   if (value.startsWith('/')) {
     if (value.startsWith('//')) return undefined;

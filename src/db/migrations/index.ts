@@ -4,9 +4,11 @@
  */
 import type { Migration } from 'kysely';
 import * as m0001 from './0001_users.js';
+import * as m0002 from './0002_sessions.js';
 import * as m0003 from './0003_login_states.js';
 
 export const migrations: Record<string, Migration> = {
   '0001_users': m0001,
+  '0002_sessions': m0002,
   '0003_login_states': m0003,
 };
