@@ -53,8 +53,6 @@ export interface UauthLikeClient {
 export interface UauthLikeProviderOptions {
   issuer: string;
   clients: UauthLikeClient[];
-  /** Path the provider is mounted under on its host ('' when it owns the host). */
-  mountPath?: string;
 }
 
 /** A uAuth-shaped oidc-provider instance (see the module comment). Imported lazily. */
@@ -62,8 +60,7 @@ export async function createUauthLikeProvider(options: UauthLikeProviderOptions)
   const { default: ProviderClass } = await import('oidc-provider');
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = { ...privateKey.export({ format: 'jwk' }), kid: randomBytes(8).toString('hex'), alg: 'RS256', use: 'sig' };
-  const mountPath = options.mountPath ?? '';
-  return new ProviderClass(options.issuer, {
+  const provider = new ProviderClass(options.issuer, {
     clients: options.clients.map((c) => ({
       client_id: c.clientId,
       ...(c.clientSecret ? { client_secret: c.clientSecret } : {}),
@@ -77,7 +74,7 @@ export async function createUauthLikeProvider(options: UauthLikeProviderOptions)
     async findAccount(_ctx: unknown, id: string) {
       const domain = devDomain(id);
       return {
-        accountId: id,
+        accountId: domain,
         claims: () => ({ sub: domain, name: domain, wallet_address: devWalletAddress(domain), wallet_type_hint: 'web3' }),
       };
     },
@@ -88,8 +85,35 @@ export async function createUauthLikeProvider(options: UauthLikeProviderOptions)
     responseTypes: ['code'],
     routes: { authorization: '/oauth2/auth', token: '/oauth2/token', jwks: '/.well-known/jwks.json', userinfo: '/userinfo' },
     features: { devInteractions: { enabled: true } },
-    interactions: { url: (_ctx: unknown, interaction: { uid: string }) => `${mountPath}/interaction/${interaction.uid}` },
   });
+  // oidc-provider makes the session's account id the ID token's `sub`, and the built-in
+  // login form records the name as typed: turn it into the domain before it is read.
+  provider.use(async (ctx: DevLoginContext, next: () => Promise<void>) => {
+    if (ctx.method === 'POST' && /^\/interaction\/[^/]+$/.test(ctx.path) && ctx.is('application/x-www-form-urlencoded')) {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (size > 16 * 1024) ctx.throw(413, 'request entity too large');
+        chunks.push(chunk);
+      }
+      const params = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+      const login = params.get('login');
+      if (params.get('prompt') === 'login' && login !== null) params.set('login', devDomain(login));
+      (ctx.req as { body?: unknown }).body = Object.fromEntries(params);
+    }
+    await next();
+  });
+  return provider;
+}
+
+/** The part of Koa's context the login rewrite uses. */
+interface DevLoginContext {
+  method: string;
+  path: string;
+  req: IncomingMessage;
+  is(type: string): string | false | null;
+  throw(status: number, message: string): never;
 }
 
 export interface DevIdpRoutesOptions {

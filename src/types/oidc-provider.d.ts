@@ -13,5 +13,7 @@ declare module 'oidc-provider' {
     proxy: boolean;
     callback(): (req: IncomingMessage, res: ServerResponse) => void;
     on(event: string, listener: (...args: unknown[]) => void): this;
+    /** Koa middleware, run before the provider's own. */
+    use(middleware: (ctx: never, next: () => Promise<void>) => Promise<void>): this;
   }
 }

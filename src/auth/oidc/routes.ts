@@ -96,7 +96,6 @@ export const oidcLogin: FastifyPluginAsync<OidcLoginOptions> = async (app, { con
         if (devProvider?.base !== base) {
           const provider = createUauthLikeProvider({
             issuer: `${base}${DEV_IDP_PREFIX}`,
-            mountPath: DEV_IDP_PREFIX,
             clients: [{ clientId: DEV_IDP_CLIENT_ID, redirectUris: [redirectUri(config, base)] }],
           }).then((p) => {
             p.proxy = config.trustProxy;
