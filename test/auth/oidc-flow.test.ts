@@ -218,6 +218,33 @@ describeEachDatabase('OIDC sign-in against a uAuth-like provider', (db) => {
     expect(jar.get(new URL(gw.url).origin, 'pcl_at')).toBeUndefined();
   });
 
+  it('finishes on another instance sharing the database a login started on the first', async () => {
+    // Instance B sits behind the same public callback URL (a load balancer's job).
+    const other = await startGateway(db, {
+      UAUTH_ISSUER: idp.url,
+      UAUTH_CLIENT_ID: CLIENT_ID,
+      UAUTH_CLIENT_SECRET: CLIENT_SECRET,
+      UAUTH_REDIRECT_URI: `${gw.url}/auth/callback`,
+      DEV_IDP: 'off',
+    });
+    try {
+      const jar = new CookieJar();
+      const { callback } = await loginAtProvider(jar, gw.url, 'roaming');
+      const onB = callback.replace(gw.url, other.url);
+      for (const [k, v] of jar.all(new URL(gw.url).origin)) {
+        jar.store(other.url, new Response(null, { headers: { 'set-cookie': `${k}=${encodeURIComponent(v)}` } }));
+      }
+      const done = await finishLogin(jar, onB);
+      expect(done.status).toBe(303);
+      expect((await (await send(jar, `${other.url}/auth/me`)).json()) as object).toMatchObject({ subject: 'roaming.crypto' });
+      // …and the state is now spent for instance A too.
+      const replay = await finishLogin(jar, callback);
+      expect(await reasonOf(replay)).toBe('state_replayed');
+    } finally {
+      await other.app.close();
+    }
+  });
+
   it('writes no code, state, verifier, nonce, token or cookie value to the logs', async () => {
     const jar = new CookieJar();
     const { callback } = await loginAtProvider(jar, gw.url, 'logged', '?return_to=%2Fafter');
