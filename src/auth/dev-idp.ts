@@ -85,6 +85,8 @@ export async function createUauthLikeProvider(options: UauthLikeProviderOptions)
     responseTypes: ['code'],
     routes: { authorization: '/oauth2/auth', token: '/oauth2/token', jwks: '/.well-known/jwks.json', userinfo: '/userinfo' },
     features: { devInteractions: { enabled: true } },
+    // uAuth's lifetimes: ID and access tokens one hour.
+    ttl: { AuthorizationCode: 60, IdToken: 3600, AccessToken: 3600, Interaction: 600, Session: 86_400, Grant: 86_400 },
   });
   // oidc-provider makes the session's account id the ID token's `sub`, and the built-in
   // login form records the name as typed: turn it into the domain before it is read.

@@ -245,6 +245,28 @@ describeEachDatabase('OIDC sign-in against a uAuth-like provider', (db) => {
     }
   });
 
+  it('sends max_age when UAUTH_MAX_AGE is set and accepts the recent auth_time', async () => {
+    const strict = await startGateway(db, {
+      UAUTH_ISSUER: idp.url,
+      UAUTH_CLIENT_ID: CLIENT_ID,
+      UAUTH_CLIENT_SECRET: CLIENT_SECRET,
+      UAUTH_REDIRECT_URI: `${gw.url}/auth/callback`,
+      UAUTH_MAX_AGE: '300',
+      DEV_IDP: 'off',
+    });
+    try {
+      const jar = new CookieJar();
+      const { callback, authorize } = await loginAtProvider(jar, strict.url, 'recent', '', gw.url);
+      expect(authorize.searchParams.get('max_age')).toBe('300');
+      expect(callback.startsWith(`${gw.url}/auth/callback`)).toBe(true);
+      // The provider redirects to the registered callback (instance A's address); deliver it to the strict instance.
+      const done = await finishLogin(jar, callback.replace(gw.url, strict.url));
+      expect(done.status).toBe(303);
+    } finally {
+      await strict.app.close();
+    }
+  });
+
   it('writes no code, state, verifier, nonce, token or cookie value to the logs', async () => {
     const jar = new CookieJar();
     const { callback } = await loginAtProvider(jar, gw.url, 'logged', '?return_to=%2Fafter');

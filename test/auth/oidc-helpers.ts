@@ -68,13 +68,19 @@ function location(response: Response, base: string): string {
  * then consent) until the provider redirects to the gateway's callback; returns that
  * callback URL without following it.
  */
-export async function loginAtProvider(jar: CookieJar, gateway: string, name: string, query = ''): Promise<{ callback: string; authorize: URL }> {
+export async function loginAtProvider(
+  jar: CookieJar,
+  gateway: string,
+  name: string,
+  query = '',
+  callbackBase = gateway,
+): Promise<{ callback: string; authorize: URL }> {
   const start = await send(jar, `${gateway}/auth/login${query}`);
   if (start.status !== 302) throw new Error(`login start answered ${start.status}: ${await start.text()}`);
   const authorize = new URL(location(start, gateway));
   let url = authorize.href;
   for (let step = 0; step < 20; step += 1) {
-    if (url.startsWith(`${gateway}/auth/callback`)) return { callback: url, authorize };
+    if (url.startsWith(`${callbackBase}/auth/callback`)) return { callback: url, authorize };
     const response = await send(jar, url, { accept: 'text/html' });
     if (response.status >= 300 && response.status < 400) {
       url = location(response, url);
