@@ -19,6 +19,8 @@ import { createAuthServices } from './auth/services.js';
 import type { SessionService } from './auth/sessions.js';
 import type { SigningKeyStore } from './auth/signing-keys.js';
 import { authRoutes } from './http/auth-routes.js';
+import { oidcLogin } from './auth/oidc/routes.js';
+import { validateLoginConfig } from './auth/oidc/settings.js';
 import type { MasterKeyRing } from './security/envelope.js';
 import { loadMasterKeyRing } from './security/master-key.js';
 import { UsageLedger } from './vault/usage.js';
@@ -88,6 +90,7 @@ export function loggerOptions(config: Config): LoggerOptions {
 }
 
 export async function buildApp(config: Config, engine: Engine, options: BuildAppOptions = {}): Promise<FastifyInstance> {
+  validateLoginConfig(config);
   const logger = loggerOptions(config);
   const app = Fastify({
     logger: options.logStream ? { ...logger, stream: options.logStream } : logger,
@@ -153,6 +156,7 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
 
   await app.register(healthRoutes, { engine, isDraining: () => services.lifecycle.draining });
   await app.register(authRoutes);
+  await app.register(oidcLogin, { config });
 
   return app;
 }

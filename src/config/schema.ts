@@ -235,6 +235,45 @@ export const settings = {
     parser: fallbackRules(),
     doc: 'Models to fall back to when every key failed for the requested one: comma-separated pattern=model pairs, * matching anything, e.g. claude-opus-*=claude-sonnet-4-5,claude-sonnet-*=claude-haiku-4-5. Unset: no fallback.',
   }),
+  // Sign-in with uAuth / any OpenID Connect issuer (feat/oidc)
+  uauthClientId: optional({
+    env: 'UAUTH_CLIENT_ID',
+    parser: text(),
+    doc: 'Client id registered at UAUTH_ISSUER. Unset outside production: the built-in development identity provider is used instead (see DEV_IDP).',
+  }),
+  uauthClientSecret: optional({
+    env: 'UAUTH_CLIENT_SECRET',
+    parser: text(),
+    secret: true,
+    doc: 'Client secret registered at UAUTH_ISSUER; leave unset for a public client (token auth method none).',
+  }),
+  uauthTokenAuthMethod: optional({
+    env: 'UAUTH_TOKEN_AUTH_METHOD',
+    parser: oneOf(['client_secret_basic', 'client_secret_post', 'none'] as const),
+    doc: 'How the gateway authenticates at the token endpoint. Default: client_secret_basic with a secret, none without.',
+  }),
+  uauthScope: setting({
+    env: 'UAUTH_SCOPE',
+    parser: text(),
+    default: 'openid wallet',
+    doc: 'Scopes asked for at sign-in (space-separated; must include openid). uAuth also knows email, profile, social:*, humanity_check.',
+  }),
+  uauthRedirectUri: optional({
+    env: 'UAUTH_REDIRECT_URI',
+    parser: url(['https:', 'http:']),
+    doc: 'The callback registered at the issuer. Defaults to PUBLIC_URL/auth/callback.',
+  }),
+  uauthMaxAge: optional({
+    env: 'UAUTH_MAX_AGE',
+    parser: integer(0, 31_536_000),
+    doc: 'Ask the issuer to re-authenticate people whose last sign-in there is older than this many seconds (OIDC max_age; auth_time is then checked).',
+  }),
+  devIdp: setting({
+    env: 'DEV_IDP',
+    parser: oneOf(['auto', 'on', 'off'] as const),
+    default: 'auto',
+    doc: 'DEVELOPMENT ONLY identity provider mounted at /dev-idp (any name signs in). auto: on when UAUTH_CLIENT_ID is unset and NODE_ENV is not production; on in production is a startup error.',
+  }),
 };
 
 export type Settings = typeof settings;

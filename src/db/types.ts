@@ -147,6 +147,23 @@ export interface UsageRecordsTable {
   created_at: number;
 }
 
+/** A pending sign-in (feat/oidc): single use, expires after ten minutes. */
+export interface LoginStatesTable {
+  /** Hex SHA-256 of the `state` sent to the identity provider. */
+  state_hash: string;
+  nonce: string;
+  /** The PKCE verifier; short-lived, never logged. */
+  code_verifier: string;
+  /** Hex SHA-256 of the random value in the browser's login cookie (binds the callback to the browser that started the login). */
+  browser_hash: string;
+  /** The issuer the login was sent to. */
+  issuer: string;
+  return_to: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   roles: RolesTable;
@@ -158,6 +175,7 @@ export interface Database {
   personal_tokens: PersonalTokensTable;
   upstream_keys: UpstreamKeysTable;
   usage_records: UsageRecordsTable;
+  login_states: LoginStatesTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -170,3 +188,4 @@ export type PersonalTokenRow = Selectable<PersonalTokensTable>;
 export type UpstreamKeyRow = Selectable<UpstreamKeysTable>;
 export type UsageRecordRow = Selectable<UsageRecordsTable>;
 export type { Generated };
+export type LoginStateRow = Selectable<LoginStatesTable>;

@@ -34,17 +34,17 @@ export interface Upstream {
 }
 
 /**
- * Builds the upstream parts from the settings. The base URL is `options.baseUrl`, else
- * `config.anthropicBaseUrl` (ANTHROPIC_BASE_URL, owned by the vault feature, which holds the
- * default); throws when neither is given.
+ * Builds the upstream parts from the settings. The base URL is `options.baseUrl` (demo mode's
+ * in-process simulator), else ANTHROPIC_BASE_URL.
  */
 export function createUpstream(
-  config: Pick<Config, 'upstreamMaxRetries' | 'upstreamDeadlineMs' | 'upstreamTimeoutMs' | 'circuitFailureThreshold' | 'circuitCooldownMs' | 'fallbackModels'>,
+  config: Pick<
+    Config,
+    'anthropicBaseUrl' | 'upstreamMaxRetries' | 'upstreamDeadlineMs' | 'upstreamTimeoutMs' | 'circuitFailureThreshold' | 'circuitCooldownMs' | 'fallbackModels'
+  >,
   options: { baseUrl?: string; clock?: Clock } = {},
 ): Upstream {
-  const configured = (config as { anthropicBaseUrl?: unknown }).anthropicBaseUrl;
-  const baseUrl = options.baseUrl ?? (typeof configured === 'string' ? configured : undefined);
-  if (baseUrl === undefined) throw new TypeError('createUpstream: no upstream base URL (ANTHROPIC_BASE_URL or options.baseUrl)');
+  const baseUrl = options.baseUrl ?? config.anthropicBaseUrl;
   const clock = options.clock;
   return {
     client: new UpstreamClient({ baseUrl, headersTimeoutMs: config.upstreamDeadlineMs, bodyTimeoutMs: config.upstreamTimeoutMs }),
