@@ -112,7 +112,7 @@ describe('fallback models', () => {
 });
 
 describe('createUpstream', () => {
-  it('builds the parts from the settings'), async () => {
+  it('builds the parts from the settings', async () => {
     const config = loadConfig({ UPSTREAM_MAX_RETRIES: '4', CIRCUIT_FAILURE_THRESHOLD: '1', FALLBACK_MODELS: 'a-*=b' });
     const upstream = createUpstream(config, { baseUrl: 'http://127.0.0.1:9' });
     expect(upstream.retry.maxRetries).toBe(4);
