@@ -10,6 +10,7 @@ import type { DestinationStream, LoggerOptions } from 'pino';
 import type { Config } from './config/index.js';
 import type { Engine } from './engine/index.js';
 import { renderError, toGatewayError } from './errors/index.js';
+import { rateLimitError } from './ratelimit/index.js';
 import { healthRoutes } from './http/health.js';
 import { UserService } from './auth/users.js';
 import type { Authenticate } from './auth/authenticate.js';
@@ -25,6 +26,10 @@ import type { MasterKeyRing } from './security/envelope.js';
 import { loadMasterKeyRing } from './security/master-key.js';
 import { UsageLedger } from './vault/usage.js';
 import { KeyVault } from './vault/vault.js';
+import type { ChatServices } from './chat/services.js';
+import { createChatServices } from './chat/services.js';
+import { proxyRoutes } from './http/proxy-routes.js';
+import { adminKeysRoutes } from './http/admin-keys.js';
 
 export interface BuildAppOptions {
   /** Where log lines go (tests capture them); standard output by default. */
@@ -42,6 +47,10 @@ export interface AppServices {
   /** Durable usage records and their summaries. */
   usage: UsageLedger;
   lifecycle: { draining: boolean };
+  limiter: ChatServices['limiter'];
+  upstream: ChatServices['upstream'];
+  chat: ChatServices['chat'];
+  demo: ChatServices['demo'];
   /** JWT signing keys (current key, rotation, JWKS). */
   signingKeys: SigningKeyStore;
   sessions: SessionService;
@@ -108,18 +117,33 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   const masterKeys = loadMasterKeyRing(config);
   const users = new UserService(engine.database.db);
   const auth = createAuthServices({ config, db: engine.database.db, users, keyRing: masterKeys.ring, log: app.log });
+  const vault = new KeyVault({
+    db: engine.database.db,
+    ring: masterKeys.ring,
+    onError: (err, keyName) => app.log.error({ err, key: keyName }, 'key vault: reload failed or a key cannot be opened'),
+  });
+  await vault.start();
+  app.addHook('onClose', () => vault.close());
+  const imported = await vault.importFromEnv(config);
+  if (imported === 'added') app.log.info({ key: 'default' }, 'key vault: imported ANTHROPIC_API_KEY as the key default');
+  if (imported === 'name_taken') {
+    app.log.warn({ key: 'default' }, 'key vault: ANTHROPIC_API_KEY is not in the vault but the name default is taken (rotated?); not imported');
+  }
+  const usage = new UsageLedger(engine.database.db);
+  const chat = await createChatServices({ config, engine, vault, usage, log: app.log });
+  app.addHook('onClose', () => chat.close());
   const services: AppServices = {
     config,
     engine,
     users,
     keyRing: masterKeys.ring,
-    vault: new KeyVault({
-      db: engine.database.db,
-      ring: masterKeys.ring,
-      onError: (err, keyName) => app.log.error({ err, key: keyName }, 'key vault: reload failed or a key cannot be opened'),
-    }),
-    usage: new UsageLedger(engine.database.db),
+    vault,
+    usage,
     lifecycle: { draining: false },
+    limiter: chat.limiter,
+    upstream: chat.upstream,
+    chat: chat.chat,
+    demo: chat.demo,
     ...auth,
   };
   app.decorate('services', services);
@@ -146,15 +170,29 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
 
   if (!app.hasDecorator('parseCookie')) await app.register(fastifyCookie);
   installAuthGuards(app, services.authenticate, config);
-  await services.vault.start();
-  app.addHook('onClose', () => services.vault.close());
-  const imported = await services.vault.importFromEnv(config);
-  if (imported === 'added') app.log.info({ key: 'default' }, 'key vault: imported ANTHROPIC_API_KEY as the key default');
-  if (imported === 'name_taken') {
-    app.log.warn({ key: 'default' }, 'key vault: ANTHROPIC_API_KEY is not in the vault but the name default is taken (rotated?); not imported');
-  }
+
+  // Brute-force protection: sign-in and token endpoints are limited per client IP.
+  app.addHook('onRequest', async (request) => {
+    const path = request.url;
+    if (!path.startsWith('/auth/login') && !path.startsWith('/auth/callback') && !path.startsWith('/auth/refresh')) return;
+    const decision = await chat.limiter.admitIp(request.ip, 'auth');
+    if (!decision.allowed) throw rateLimitError(decision);
+  });
 
   await app.register(healthRoutes, { engine, isDraining: () => services.lifecycle.draining });
+  await app.register(proxyRoutes, {
+    chat: chat.chat,
+    upstream: chat.upstream,
+    keys: chat.keys,
+    limiter: chat.limiter,
+    extraHeaders: chat.demo ? { 'x-portcullis-demo': 'true' } : {},
+  });
+  await app.register(adminKeysRoutes, {
+    vault: services.vault,
+    usage: services.usage,
+    preHandler: app.requireCapability('manage_keys'),
+    usagePreHandler: app.requireCapability('read_usage'),
+  });
   await app.register(authRoutes);
   await app.register(oidcLogin, { config });
 

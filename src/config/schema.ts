@@ -274,6 +274,13 @@ export const settings = {
     default: 'auto',
     doc: 'DEVELOPMENT ONLY identity provider mounted at /dev-idp (any name signs in). auto: on when UAUTH_CLIENT_ID is unset and NODE_ENV is not production; on in production is a startup error.',
   }),
+  // Demo mode (src/chat/demo.ts)
+  demoMode: setting({
+    env: 'DEMO_MODE',
+    parser: oneOf(['auto', 'on', 'off'] as const),
+    default: 'auto',
+    doc: 'DEVELOPMENT ONLY: answer with the built-in Anthropic simulator instead of Anthropic. auto: on when no upstream key is configured (vault empty, ANTHROPIC_API_KEY unset) and NODE_ENV is not production; on in production is a startup error.',
+  }),
 };
 
 export type Settings = typeof settings;

@@ -44,6 +44,8 @@ export interface GatewayErrorOptions {
   reason?: string;
   /** Seconds a client should wait before retrying (429, 529, 503). */
   retryAfterSeconds?: number;
+  /** Extra response headers (e.g. the rate-limit headers of a 429). */
+  headers?: Record<string, string>;
   cause?: unknown;
 }
 
@@ -55,6 +57,7 @@ export class GatewayError extends Error {
   readonly expose: boolean;
   readonly reason: string | undefined;
   readonly retryAfterSeconds: number | undefined;
+  readonly headers: Record<string, string> | undefined;
 
   constructor(code: ErrorCode, message: string, options: GatewayErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -65,6 +68,7 @@ export class GatewayError extends Error {
     this.expose = this.status < 500 || code === 'overloaded' || code === 'unavailable' || code === 'bad_gateway';
     this.reason = options.reason;
     this.retryAfterSeconds = options.retryAfterSeconds;
+    this.headers = options.headers;
   }
 }
 
@@ -91,7 +95,7 @@ export function renderError(err: unknown, requestId?: string): { status: number;
     error: { type: gateway.type, message, code: gateway.reason ?? gateway.code },
   };
   if (requestId) body.request_id = requestId;
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...gateway.headers };
   if (gateway.retryAfterSeconds !== undefined) headers['retry-after'] = String(Math.max(0, Math.ceil(gateway.retryAfterSeconds)));
   return { status: gateway.status, body, headers };
 }

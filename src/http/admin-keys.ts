@@ -20,8 +20,10 @@ import type { KeyVault } from '../vault/vault.js';
 export interface AdminKeysOptions {
   vault: KeyVault;
   usage: UsageLedger;
-  /** Runs before every route: authentication and authorization. */
+  /** Runs before the key routes: authentication and authorization (manage_keys). */
   preHandler: preHandlerAsyncHookHandler;
+  /** Runs before GET /admin/usage (read_usage); the key routes' preHandler when absent. */
+  usagePreHandler?: preHandlerAsyncHookHandler;
 }
 
 const addBody = z.object({
@@ -49,28 +51,28 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
 
 export const adminKeysRoutes: FastifyPluginAsync<AdminKeysOptions> = async (app, options) => {
   const { vault, usage } = options;
-  app.addHook('preHandler', options.preHandler);
+  const keysGuard = { preHandler: options.preHandler };
 
-  app.get('/admin/keys', async () => ({ data: await vault.list() }));
+  app.get('/admin/keys', keysGuard, async () => ({ data: await vault.list() }));
 
-  app.post('/admin/keys', async (request, reply) => {
+  app.post('/admin/keys', keysGuard, async (request, reply) => {
     const body = parse(addBody, request.body, 'body');
     return reply.code(201).send(await vault.add(body));
   });
 
-  app.post('/admin/keys/:name/rotate', async (request) => {
+  app.post('/admin/keys/:name/rotate', keysGuard, async (request) => {
     const { name } = parse(nameParams, request.params, 'path');
     const { secret } = parse(rotateBody, request.body, 'body');
     return vault.rotate(name, secret);
   });
 
   for (const verb of ['disable', 'enable'] as const) {
-    app.post(`/admin/keys/:name/${verb}`, async (request) => vault[verb](parse(nameParams, request.params, 'path').name));
+    app.post(`/admin/keys/:name/${verb}`, keysGuard, async (request) => vault[verb](parse(nameParams, request.params, 'path').name));
   }
 
-  app.delete('/admin/keys/:name', async (request) => vault.remove(parse(nameParams, request.params, 'path').name));
+  app.delete('/admin/keys/:name', keysGuard, async (request) => vault.remove(parse(nameParams, request.params, 'path').name));
 
-  app.get('/admin/usage', async (request) => {
+  app.get('/admin/usage', { preHandler: options.usagePreHandler ?? options.preHandler }, async (request) => {
     const q = parse(usageQuery, request.query, 'query');
     return { data: await usage.summary({ by: q.by, since: q.since, until: q.until, userId: q.user_id }) };
   });

@@ -28,7 +28,8 @@ export function bindingLimit(decision: LimitDecision): LimitStatus | undefined {
 /**
  * The 429 for a refused decision: `rate_limited`, reason = the limit's name (e.g.
  * `requests_per_minute`), retryAfterSeconds = ceil(retryAfterMs / 1000), at least 1.
- * Example message: "Rate limit exceeded: 60 requests per minute; retry in 12 s".
+ * Example message: "Rate limit exceeded: 60 requests per minute; retry in 12 s". The error
+ * carries the decision's rate-limit headers, so every door answers with them.
  */
 export function rateLimitError(decision: LimitDecision): GatewayError {
   const limit = bindingLimit(decision);
@@ -37,6 +38,7 @@ export function rateLimitError(decision: LimitDecision): GatewayError {
   return new GatewayError('rate_limited', `Rate limit exceeded: ${phrases[limit.name](limit.limit)}; retry in ${seconds} s`, {
     reason: limit.name,
     retryAfterSeconds: seconds,
+    headers: rateLimitHeaders(decision),
   });
 }
 

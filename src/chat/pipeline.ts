@@ -1,0 +1,252 @@
+/**
+ * The one chat pipeline behind both doors (HTTP /v1/messages and the WebSocket `chat`):
+ *
+ *   validate → authorize → admit (limits) → call upstream (keys, retries, circuits,
+ *   fallbacks) → relay (bytes as they arrive, parsed alongside) → settle (usage, limits)
+ *
+ * Guarantees: a refused request throws a GatewayError before any byte is sent and holds
+ * nothing; an admitted request is settled exactly once (usage record, token reconciliation,
+ * stream slot released), whether it completed, failed upstream, failed mid-stream or was
+ * cancelled by the client (then what was streamed is recorded).
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { FastifyBaseLogger } from 'fastify';
+import type { AuthContext } from '../auth/authenticate.js';
+import { modelAllowed, requireMaxTokens, requireModel } from '../auth/permissions.js';
+import { toGatewayError } from '../errors/index.js';
+import type { RateLimiter } from '../ratelimit/index.js';
+import { rateLimitError, rateLimitHeaders } from '../ratelimit/index.js';
+import type { Upstream } from '../upstream/index.js';
+import { callUpstream, resilienceHeaders } from '../upstream/index.js';
+import type { KeySource } from '../upstream/keys.js';
+import type { UpstreamOutcome } from '../upstream/resilient.js';
+import { SseTap, emptyUsage, sseErrorEvent } from '../upstream/sse.js';
+import type { UsageLedger } from '../vault/usage.js';
+import { ChatEvents } from './events.js';
+import type { ChatEvent } from './events.js';
+import { estimateInputTokens, parseMessagesBody } from './request.js';
+import { Settlement } from './settle.js';
+import type { ChatOutcome } from './settle.js';
+import { upstreamError } from './upstream-error.js';
+
+export type { ChatEvent } from './events.js';
+
+export interface ChatPipelineDeps {
+  upstream: Upstream;
+  keys: KeySource;
+  limiter: RateLimiter;
+  usage: UsageLedger;
+  log: FastifyBaseLogger;
+  now?: () => number;
+}
+
+/** A Messages request arriving over HTTP, body untouched. */
+export interface MessagesInput {
+  auth: AuthContext;
+  /** Path with query, e.g. `/v1/messages?beta=true`. */
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  requestId: string;
+  signal: AbortSignal;
+  transport?: 'http' | 'ws';
+}
+
+/** What the HTTP door sends back: a whole body, or a stream of SSE bytes. */
+export type ProxyResult =
+  | { kind: 'buffered'; status: number; headers: Record<string, string>; bytes: Buffer }
+  | { kind: 'stream'; status: number; headers: Record<string, string>; chunks: AsyncIterable<Uint8Array> };
+
+export interface ChatSummary {
+  outcome: ChatOutcome;
+  usage: { input_tokens: number; output_tokens: number; cache_creation_input_tokens: number; cache_read_input_tokens: number };
+  stopReason: string | null;
+  error?: { type: string; message: string };
+}
+
+export interface ChatRun {
+  events: AsyncIterable<ChatEvent>;
+  done: Promise<ChatSummary>;
+}
+
+export interface ChatStartOptions {
+  auth: AuthContext;
+  request: Record<string, unknown>;
+  requestId: string;
+  signal: AbortSignal;
+  ip?: string;
+  transport: 'http' | 'ws';
+}
+
+/** The API version used for chats that arrive without HTTP headers (WebSocket). */
+const DEFAULT_ANTHROPIC_VERSION = '2023-06-01';
+
+export class ChatPipeline {
+  private readonly now: () => number;
+
+  constructor(private readonly deps: ChatPipelineDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** POST /v1/messages, streaming or not. */
+  async messages(input: MessagesInput, onSummary?: (summary: ChatSummary) => void): Promise<ProxyResult> {
+    const startedAt = this.now();
+    const { auth } = input;
+    const body = parseMessagesBody(input.body);
+    requireModel(auth.permissions, body.model);
+    requireMaxTokens(auth.permissions, body.max_tokens);
+    const stream = body.stream === true;
+
+    const admission = await this.deps.limiter.admitRequest({
+      userId: auth.user.id,
+      tier: auth.permissions.rateTier,
+      estimatedInputTokens: estimateInputTokens(input.body),
+      maxTokens: body.max_tokens,
+    });
+    const limitHeaders = rateLimitHeaders(admission);
+    if (!admission.allowed) throw rateLimitError(admission);
+    const reservation = admission.reservation;
+
+    let lease;
+    if (stream) {
+      const slot = await this.deps.limiter.acquireStream({ userId: auth.user.id, tier: auth.permissions.rateTier });
+      if (!slot.allowed) {
+        if (reservation) await this.deps.limiter.settle(reservation, 0).catch(() => {});
+        throw rateLimitError(slot);
+      }
+      lease = slot.lease;
+    }
+
+    const settlement = new Settlement(
+      { limiter: this.deps.limiter, usage: this.deps.usage, log: this.deps.log, now: this.now },
+      { auth, requestId: input.requestId, model: body.model, stream, transport: input.transport ?? 'http', startedAt, reservation, lease },
+    );
+
+    let outcome: UpstreamOutcome;
+    try {
+      outcome = await callUpstream({
+        ...this.deps.upstream,
+        keys: this.deps.keys,
+        allowModel: (m) => modelAllowed(auth.permissions, m),
+        method: 'POST',
+        path: input.path,
+        headers: input.headers,
+        body: input.body,
+        model: body.model,
+        requestId: input.requestId,
+        signal: input.signal,
+      });
+    } catch (err) {
+      const gateway = input.signal.aborted ? undefined : toGatewayError(err);
+      await settlement.settle({
+        status: gateway?.status ?? 499,
+        outcome: gateway ? 'error' : 'cancelled',
+        usage: emptyUsage(),
+        errorType: gateway?.type ?? null,
+        keyId: null,
+        keyName: null,
+        retries: 0,
+        fallback: null,
+      });
+      onSummary?.({ outcome: gateway ? 'error' : 'cancelled', usage: wireUsage(emptyUsage()), stopReason: null });
+      throw err;
+    }
+
+    const headers = { ...outcome.headers, ...resilienceHeaders(outcome), ...limitHeaders };
+    const ids = { keyId: outcome.keyId, keyName: outcome.keyName, model: outcome.model, retries: outcome.retries, fallback: outcome.fallback };
+
+    if (outcome.kind !== 'stream') {
+      settlement.firstByte();
+      const complete = outcome.kind === 'buffered';
+      const usage = outcome.kind === 'buffered' && outcome.usage ? outcome.usage : emptyUsage();
+      await settlement.settle({
+        ...ids,
+        status: outcome.status,
+        outcome: complete ? 'complete' : 'error',
+        usage,
+        errorType: complete ? null : errorTypeOf(outcome.bytes),
+      });
+      onSummary?.({ outcome: complete ? 'complete' : 'error', usage: wireUsage(usage), stopReason: null });
+      return { kind: 'buffered', status: outcome.status, headers, bytes: outcome.bytes };
+    }
+
+    const streamOutcome = outcome;
+    const relay = async function* (this: ChatPipeline): AsyncGenerator<Uint8Array> {
+      const tap = new SseTap();
+      let failed = false;
+      try {
+        for await (const chunk of streamOutcome.body as AsyncIterable<Uint8Array>) {
+          settlement.firstByte();
+          tap.push(chunk);
+          yield chunk;
+        }
+      } catch (err) {
+        if (!input.signal.aborted) {
+          failed = true;
+          this.deps.log.warn({ request_id: input.requestId, key: streamOutcome.keyName, err: (err as Error).message }, 'upstream stream broke');
+          yield Buffer.from(sseErrorEvent('api_error', 'The upstream connection failed mid-stream; the reply is incomplete.'));
+        }
+      } finally {
+        streamOutcome.release();
+        const summary = tap.summary();
+        const result: ChatOutcome = input.signal.aborted
+          ? 'cancelled'
+          : failed || summary.error || !summary.complete
+            ? 'failed_midstream'
+            : 'complete';
+        const errorType = failed ? 'api_error' : (summary.error?.type ?? null);
+        await settlement.settle({ ...ids, status: streamOutcome.status, outcome: result, usage: summary.usage, errorType });
+        onSummary?.({
+          outcome: result,
+          usage: wireUsage(summary.usage),
+          stopReason: summary.stopReason,
+          ...(summary.error ? { error: summary.error } : failed ? { error: { type: 'api_error', message: 'upstream connection failed mid-stream' } } : {}),
+        });
+      }
+    };
+    return { kind: 'stream', status: streamOutcome.status, headers, chunks: relay.call(this) };
+  }
+
+  /**
+   * A streaming chat for a door without HTTP (the WebSocket): the same pipeline, with the
+   * events parsed. Rejects before any event when refused; an upstream client error (400…)
+   * becomes a GatewayError carrying upstream's type and message.
+   */
+  async start(options: ChatStartOptions): Promise<ChatRun> {
+    let resolveDone!: (summary: ChatSummary) => void;
+    const done = new Promise<ChatSummary>((resolve) => (resolveDone = resolve));
+    const body = Buffer.from(JSON.stringify({ ...options.request, stream: true }));
+    const result = await this.messages(
+      {
+        auth: options.auth,
+        path: '/v1/messages',
+        headers: { 'anthropic-version': DEFAULT_ANTHROPIC_VERSION, 'content-type': 'application/json' },
+        body,
+        requestId: options.requestId,
+        signal: options.signal,
+        transport: options.transport,
+      },
+      resolveDone,
+    );
+    if (result.kind === 'buffered') throw upstreamError(result.status, result.bytes);
+    return { events: ChatEvents.parse(result.chunks), done };
+  }
+}
+
+function errorTypeOf(bytes: Buffer): string | null {
+  try {
+    const body = JSON.parse(bytes.toString('utf8')) as { error?: { type?: unknown } };
+    return typeof body.error?.type === 'string' ? body.error.type : null;
+  } catch {
+    return null;
+  }
+}
+
+function wireUsage(u: ReturnType<typeof emptyUsage>): ChatSummary['usage'] {
+  return {
+    input_tokens: u.inputTokens,
+    output_tokens: u.outputTokens,
+    cache_creation_input_tokens: u.cacheCreationInputTokens,
+    cache_read_input_tokens: u.cacheReadInputTokens,
+  };
+}

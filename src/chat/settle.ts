@@ -1,0 +1,120 @@
+/**
+ * The end of every chat request, whatever happened: one durable usage record, the rate
+ * limiter reconciled with the real token count, the stream slot released, and one log line.
+ * Settling never throws: a failure to record is logged, not passed to the client.
+ */
+import type { FastifyBaseLogger } from 'fastify';
+import type { AuthContext } from '../auth/authenticate.js';
+import type { RateLimiter } from '../ratelimit/index.js';
+import type { StreamLease, TokenReservation } from '../ratelimit/limiter.js';
+import type { TokenUsage } from '../upstream/sse.js';
+import type { UsageLedger, UsageRecord } from '../vault/usage.js';
+
+export type ChatOutcome = UsageRecord['outcome'];
+
+export interface SettlementDeps {
+  limiter: RateLimiter;
+  usage: UsageLedger;
+  log: FastifyBaseLogger;
+  now: () => number;
+}
+
+export interface SettlementStart {
+  auth: AuthContext;
+  requestId: string;
+  model: string;
+  stream: boolean;
+  transport: 'http' | 'ws';
+  startedAt: number;
+  reservation: TokenReservation | undefined;
+  lease: StreamLease | undefined;
+}
+
+export interface SettlementEnd {
+  status: number;
+  outcome: ChatOutcome;
+  usage: TokenUsage;
+  errorType: string | null;
+  keyId: string | null;
+  keyName: string | null;
+  model?: string;
+  retries: number;
+  fallback: string | null;
+}
+
+export class Settlement {
+  private ttfbAt: number | null = null;
+  private settled: Promise<void> | undefined;
+
+  constructor(
+    private readonly deps: SettlementDeps,
+    readonly start: SettlementStart,
+  ) {}
+
+  /** Marks the moment the first byte went to the client. */
+  firstByte(): void {
+    this.ttfbAt ??= this.deps.now();
+  }
+
+  /** Settles once; later calls return the first settlement. */
+  settle(end: SettlementEnd): Promise<void> {
+    this.settled ??= this.run(end);
+    return this.settled;
+  }
+
+  private async run(end: SettlementEnd): Promise<void> {
+    const { auth, reservation, lease } = this.start;
+    const now = this.deps.now();
+    const u = end.usage;
+    const total = u.inputTokens + u.outputTokens + u.cacheCreationInputTokens + u.cacheReadInputTokens;
+    const record: UsageRecord = {
+      requestId: this.start.requestId,
+      userId: auth.user.id,
+      sessionId: auth.sessionId,
+      personalTokenId: auth.personalTokenId,
+      keyId: end.keyId,
+      model: end.model ?? this.start.model,
+      stream: this.start.stream,
+      inputTokens: u.inputTokens,
+      outputTokens: u.outputTokens,
+      cacheCreationInputTokens: u.cacheCreationInputTokens,
+      cacheReadInputTokens: u.cacheReadInputTokens,
+      status: end.status,
+      outcome: end.outcome,
+      errorType: end.errorType,
+      latencyMs: now - this.start.startedAt,
+      ttfbMs: this.ttfbAt === null ? null : this.ttfbAt - this.start.startedAt,
+      retries: end.retries,
+      fallback: end.fallback,
+      createdAt: this.start.startedAt,
+    };
+    await Promise.all([
+      this.deps.usage.record(record).catch((err: unknown) => this.deps.log.error({ err, request_id: record.requestId }, 'usage record failed')),
+      reservation ? this.deps.limiter.settle(reservation, total).catch(() => {}) : undefined,
+      lease ? this.deps.limiter.releaseStream(lease).catch(() => {}) : undefined,
+    ]);
+    this.deps.log.info(
+      {
+        request_id: record.requestId,
+        user: auth.user.subject,
+        credential: auth.credential,
+        key: end.keyName,
+        model: record.model,
+        transport: this.start.transport,
+        stream: record.stream,
+        status: record.status,
+        outcome: record.outcome,
+        error_type: record.errorType ?? undefined,
+        input_tokens: record.inputTokens,
+        output_tokens: record.outputTokens,
+        cache_creation_input_tokens: record.cacheCreationInputTokens,
+        cache_read_input_tokens: record.cacheReadInputTokens,
+        latency_ms: record.latencyMs,
+        ttfb_ms: record.ttfbMs,
+        retries: record.retries,
+        fallback: record.fallback ?? undefined,
+      },
+      'chat request settled',
+    );
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * The Anthropic-compatible HTTP API: POST /v1/messages (JSON or SSE), POST
+ * /v1/messages/count_tokens, GET /v1/models and /v1/models/:id (with ?beta=true). The
+ * official SDKs and Claude Code point their base URL here and authenticate with a personal
+ * token (x-api-key or Bearer) or an access token. Errors keep Anthropic's shape.
+ */
+import { once } from 'node:events';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { AuthContext } from '../auth/authenticate.js';
+import { modelAllowed, requireModel } from '../auth/permissions.js';
+import type { ChatPipeline, ProxyResult } from '../chat/pipeline.js';
+import { parseCountTokensBody } from '../chat/request.js';
+import type { RateLimiter } from '../ratelimit/index.js';
+import { rateLimitError, rateLimitHeaders } from '../ratelimit/index.js';
+import type { Upstream } from '../upstream/index.js';
+import { ANY_MODEL, callUpstream, resilienceHeaders } from '../upstream/index.js';
+import type { KeySource } from '../upstream/keys.js';
+
+export interface ProxyRoutesOptions {
+  chat: ChatPipeline;
+  upstream: Upstream;
+  keys: KeySource;
+  limiter: RateLimiter;
+  /** Added to every answer (e.g. `x-portcullis-demo: true`). */
+  extraHeaders: Record<string, string>;
+}
+
+function abortOnClose(request: FastifyRequest, reply: FastifyReply): AbortController {
+  const controller = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) controller.abort(new Error('client disconnected'));
+  });
+  request.raw.once('aborted', () => controller.abort(new Error('client disconnected')));
+  return controller;
+}
+
+/** Writes a stream of SSE bytes without buffering, stopping when the client goes away. */
+async function sendStream(reply: FastifyReply, result: Extract<ProxyResult, { kind: 'stream' }>, extra: Record<string, string>): Promise<void> {
+  const res = reply.raw;
+  reply.hijack();
+  res.writeHead(result.status, { ...result.headers, ...extra, 'x-request-id': reply.request.id, 'cache-control': 'no-cache' });
+  res.flushHeaders();
+  for await (const chunk of result.chunks) {
+    if (res.destroyed) break;
+    if (!res.write(chunk)) {
+      await Promise.race([once(res, 'drain'), once(res, 'close')]);
+      if (res.destroyed) break;
+    }
+  }
+  if (!res.destroyed) res.end();
+}
+
+export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, options) => {
+  const { chat, upstream, keys, limiter, extraHeaders } = options;
+
+  // Bodies are kept as bytes: forwarded unmodified, parsed once for the checks.
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  const auth = (request: FastifyRequest): AuthContext => request.auth!;
+
+  app.post('/v1/messages', { preHandler: app.requireAuth }, async (request, reply) => {
+    const controller = abortOnClose(request, reply);
+    const result = await chat.messages({
+      auth: auth(request),
+      path: request.url,
+      headers: request.headers,
+      body: (request.body as Buffer | undefined) ?? Buffer.alloc(0),
+      requestId: request.id,
+      signal: controller.signal,
+    });
+    if (result.kind === 'stream') return sendStream(reply, result, extraHeaders);
+    return reply.code(result.status).headers({ ...result.headers, ...extraHeaders }).send(result.bytes);
+  });
+
+  app.post('/v1/messages/count_tokens', { preHandler: app.requireAuth }, async (request, reply) => {
+    const user = auth(request);
+    const raw = (request.body as Buffer | undefined) ?? Buffer.alloc(0);
+    const body = parseCountTokensBody(raw);
+    requireModel(user.permissions, body.model);
+    const admission = await limiter.admitRequest({ userId: user.user.id, tier: user.permissions.rateTier, estimatedInputTokens: 0, maxTokens: 0 });
+    if (!admission.allowed) throw rateLimitError(admission);
+    const outcome = await callUpstream({
+      ...upstream,
+      keys,
+      method: 'POST',
+      path: request.url,
+      headers: request.headers,
+      body: raw,
+      model: body.model,
+      requestId: request.id,
+      signal: abortOnClose(request, reply).signal,
+    });
+    outcome.release();
+    const bytes = outcome.kind === 'stream' ? Buffer.alloc(0) : outcome.bytes;
+    return reply
+      .code(outcome.status)
+      .headers({ ...outcome.headers, ...resilienceHeaders(outcome), ...rateLimitHeaders(admission), ...extraHeaders })
+      .send(bytes);
+  });
+
+  /** The model list, filtered to the models this user may call. */
+  const models = async (request: FastifyRequest, reply: FastifyReply) => {
+    const user = auth(request);
+    const outcome = await callUpstream({
+      ...upstream,
+      keys,
+      method: 'GET',
+      path: request.url,
+      headers: request.headers,
+      model: ANY_MODEL,
+      requestId: request.id,
+      signal: abortOnClose(request, reply).signal,
+    });
+    outcome.release();
+    reply.code(outcome.status).headers({ ...outcome.headers, ...extraHeaders });
+    if (outcome.kind !== 'buffered') return reply.send(outcome.kind === 'passthrough' ? outcome.bytes : Buffer.alloc(0));
+    const json = outcome.json as { data?: Array<{ id?: unknown }>; id?: unknown };
+    if (Array.isArray(json.data)) {
+      json.data = json.data.filter((m) => typeof m.id === 'string' && modelAllowed(user.permissions, m.id));
+      return reply.send(json);
+    }
+    if (typeof json.id === 'string' && !modelAllowed(user.permissions, json.id)) {
+      requireModel(user.permissions, json.id);
+    }
+    return reply.send(json);
+  };
+  app.get('/v1/models', { preHandler: app.requireAuth }, models);
+  app.get('/v1/models/:id', { preHandler: app.requireAuth }, models);
+};
