@@ -3,6 +3,7 @@
  * No globals; tests build as many apps as they like.
  */
 import { randomUUID } from 'node:crypto';
+import fastifyCookie from '@fastify/cookie';
 import Fastify from 'fastify';
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream, LoggerOptions } from 'pino';
@@ -11,6 +12,13 @@ import type { Engine } from './engine/index.js';
 import { renderError, toGatewayError } from './errors/index.js';
 import { healthRoutes } from './http/health.js';
 import { UserService } from './auth/users.js';
+import type { Authenticate } from './auth/authenticate.js';
+import { installAuthGuards } from './auth/guard.js';
+import type { PersonalTokenService } from './auth/personal-tokens.js';
+import { createAuthServices } from './auth/services.js';
+import type { SessionService } from './auth/sessions.js';
+import type { SigningKeyStore } from './auth/signing-keys.js';
+import { authRoutes } from './http/auth-routes.js';
 import type { MasterKeyRing } from './security/envelope.js';
 import { loadMasterKeyRing } from './security/master-key.js';
 
@@ -26,6 +34,12 @@ export interface AppServices {
   /** Master keys sealing every secret stored in the database. */
   keyRing: MasterKeyRing;
   lifecycle: { draining: boolean };
+  /** JWT signing keys (current key, rotation, JWKS). */
+  signingKeys: SigningKeyStore;
+  sessions: SessionService;
+  personalTokens: PersonalTokenService;
+  /** The one authentication function (access JWT, personal token, session cookie). */
+  authenticate: Authenticate;
 }
 
 declare module 'fastify' {
@@ -83,12 +97,15 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   });
 
   const masterKeys = loadMasterKeyRing(config);
+  const users = new UserService(engine.database.db);
+  const auth = createAuthServices({ config, db: engine.database.db, users, keyRing: masterKeys.ring, log: app.log });
   const services: AppServices = {
     config,
     engine,
-    users: new UserService(engine.database.db),
+    users,
     keyRing: masterKeys.ring,
     lifecycle: { draining: false },
+    ...auth,
   };
   app.decorate('services', services);
   if (masterKeys.generatedFile) {
@@ -112,7 +129,11 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     return reply.code(status).send(body);
   });
 
+  if (!app.hasDecorator('parseCookie')) await app.register(fastifyCookie);
+  installAuthGuards(app, services.authenticate, config);
+
   await app.register(healthRoutes, { engine, isDraining: () => services.lifecycle.draining });
+  await app.register(authRoutes);
 
   return app;
 }

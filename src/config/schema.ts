@@ -160,6 +160,31 @@ export const settings = {
     default: '100000',
     doc: 'In-process store only: most limit keys held; the least recently used beyond it are forgotten.',
   }),
+  // Sessions, access tokens, refresh tokens and signing keys (feat/sessions)
+  accessTokenTtl: setting({
+    env: 'ACCESS_TOKEN_TTL',
+    parser: duration(10_000),
+    default: '15m',
+    doc: 'Lifetime of an access token (JWT). Revocation is checked on every request, so this bounds only offline verification by others.',
+  }),
+  refreshTokenTtl: setting({
+    env: 'REFRESH_TOKEN_TTL',
+    parser: duration(60_000),
+    default: '30d',
+    doc: 'Sliding lifetime of a refresh token: a session unused this long ends. Each refresh issues a new one.',
+  }),
+  sessionMaxAge: setting({
+    env: 'SESSION_MAX_AGE',
+    parser: duration(60_000),
+    default: '90d',
+    doc: 'Absolute cap on a session: after it, the user signs in again whatever the refreshes.',
+  }),
+  signingKeyRotateInterval: setting({
+    env: 'SIGNING_KEY_ROTATE_INTERVAL',
+    parser: duration(60_000),
+    default: '30d',
+    doc: 'How long a JWT signing key signs before a new one replaces it; old public keys stay in the JWKS until their tokens expire.',
+  }),
 };
 
 export type Settings = typeof settings;

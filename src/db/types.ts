@@ -46,15 +46,74 @@ export interface UserGrantsTable {
   created_at: number;
 }
 
+export interface SigningKeysTable {
+  kid: string;
+  alg: string;
+  /** The public JWK, JSON. */
+  public_jwk: string;
+  /** The private JWK sealed with the envelope (context `signing_key:<kid>`). */
+  private_sealed: string;
+  created_at: number;
+  /** When the key stops signing; its public half stays published a while longer. */
+  expires_at: number;
+  /** Set when the key is withdrawn early: tokens it signed stop verifying at once. */
+  retired_at: number | null;
+}
+
+export interface SessionsTable {
+  id: string;
+  user_id: string;
+  created_at: number;
+  last_seen_at: number;
+  ip: string;
+  user_agent: string | null;
+  issuer: string;
+  /** Absolute cap: no refresh extends a session past it. */
+  expires_at: number;
+  revoked_at: number | null;
+  revoked_reason: string | null;
+}
+
+export interface RefreshTokensTable {
+  /** hex SHA-256 of the opaque token. */
+  token_hash: string;
+  session_id: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+  /** Hash of the token that replaced this one. */
+  replaced_by: string | null;
+}
+
+export interface PersonalTokensTable {
+  id: string;
+  user_id: string;
+  name: string;
+  token_hash: string;
+  /** JSON array of model globs narrowing the user's models, or null for no narrowing. */
+  models: string | null;
+  created_at: number;
+  expires_at: number | null;
+  last_used_at: number | null;
+  revoked_at: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   roles: RolesTable;
   user_roles: UserRolesTable;
   user_grants: UserGrantsTable;
+  signing_keys: SigningKeysTable;
+  sessions: SessionsTable;
+  refresh_tokens: RefreshTokensTable;
+  personal_tokens: PersonalTokensTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
 export type NewUserRow = Insertable<UsersTable>;
 export type UserUpdate = Updateable<UsersTable>;
 export type RoleRow = Selectable<RolesTable>;
+export type SigningKeyRow = Selectable<SigningKeysTable>;
+export type SessionRow = Selectable<SessionsTable>;
+export type PersonalTokenRow = Selectable<PersonalTokensTable>;
 export type { Generated };

@@ -1,0 +1,142 @@
+/**
+ * The one authentication function: every door (HTTP API, auth routes, WebSocket upgrade)
+ * turns credentials into an AuthContext here and nowhere else.
+ *
+ * Accepted, in this order of precedence:
+ *  1. `Authorization: Bearer <access JWT | pcl_pat_…>`
+ *  2. `x-api-key: <pcl_pat_… | access JWT>` (what Anthropic SDKs send)
+ *  3. the `pcl_at` session cookie (an access JWT; credential `cookie`). The caller must
+ *     apply the CSRF/Origin checks of cookies.ts to state-changing requests.
+ *
+ * Freshness: the user's status, roles and permissions are read from the database, cached
+ * per instance for at most USER_CACHE_MS; a session's revocation is read through
+ * SessionService.state (immediate on the revoking instance, SESSION_CACHE_MS elsewhere).
+ * Personal tokens are looked up on every use (revocation is immediate everywhere).
+ */
+import type { Config } from '../config/index.js';
+import { GatewayError } from '../errors/index.js';
+import type { AccessClaims } from './access-tokens.js';
+import { verifyAccessToken } from './access-tokens.js';
+import { ACCESS_COOKIE } from './cookies.js';
+import type { Permissions } from './permissions.js';
+import type { PersonalTokenService } from './personal-tokens.js';
+import { PERSONAL_TOKEN_PREFIX, narrowPermissions } from './personal-tokens.js';
+import type { SessionService } from './sessions.js';
+import type { SigningKeyStore } from './signing-keys.js';
+import type { User, UserService, UserView } from './users.js';
+
+export interface AuthInput {
+  /** The raw Authorization header. */
+  authorization?: string;
+  /** The raw x-api-key header. */
+  apiKey?: string;
+  cookies?: Record<string, string | undefined>;
+}
+
+export interface AuthContext {
+  user: User;
+  /** The user's permissions, narrowed by a personal token's models. */
+  permissions: Permissions;
+  sessionId: string | null;
+  personalTokenId: string | null;
+  credential: 'access_token' | 'personal_token' | 'cookie';
+  /** When the access token expires (ms); null for personal tokens. */
+  expiresAt: number | null;
+}
+
+export type Authenticate = (input: AuthInput) => Promise<AuthContext>;
+
+export interface AuthenticateDeps {
+  config: Pick<Config, 'publicUrl'>;
+  users: UserService;
+  sessions: SessionService;
+  personalTokens: PersonalTokenService;
+  signingKeys: SigningKeyStore;
+  now?: () => number;
+}
+
+/** How long a user's status and permissions may be served from this instance's memory. */
+export const USER_CACHE_MS = 3_000;
+const MAX_CACHED_USERS = 10_000;
+
+function unauthenticated(reason: string, message: string): GatewayError {
+  return new GatewayError('unauthenticated', message, { reason });
+}
+
+function toUser(view: UserView): User {
+  return {
+    id: view.id,
+    issuer: view.issuer,
+    subject: view.subject,
+    displayName: view.displayName,
+    email: view.email,
+    walletAddress: view.walletAddress,
+    status: view.status,
+    createdAt: view.createdAt,
+    updatedAt: view.updatedAt,
+    lastLoginAt: view.lastLoginAt,
+  };
+}
+
+/** Builds the authenticate function over the given services (one per app). */
+export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
+  const now = deps.now ?? Date.now;
+  const users = new Map<string, { view: UserView; fetchedAt: number }>();
+  deps.sessions.onUserDisabled((userId) => users.delete(userId));
+
+  async function activeUser(userId: string): Promise<UserView> {
+    const t = now();
+    const cached = users.get(userId);
+    let view = cached && t - cached.fetchedAt < USER_CACHE_MS ? cached.view : undefined;
+    if (!view) {
+      const found = await deps.users.findById(userId);
+      if (!found) throw unauthenticated('user_disabled', 'This user no longer exists');
+      view = await deps.users.view(userId);
+      if (users.size >= MAX_CACHED_USERS) users.clear();
+      users.set(userId, { view, fetchedAt: t });
+    }
+    if (view.status !== 'active') throw unauthenticated('user_disabled', 'This user is disabled');
+    return view;
+  }
+
+  async function fromAccessToken(token: string, credential: 'access_token' | 'cookie'): Promise<AuthContext> {
+    const claims: AccessClaims = await verifyAccessToken(deps.signingKeys, token, { issuer: deps.config.publicUrl, now: now() });
+    const session = await deps.sessions.state(claims.sid);
+    if (!session || session.userId !== claims.sub) throw unauthenticated('session_revoked', 'The session of this token no longer exists');
+    if (session.revokedAt !== null) throw unauthenticated('session_revoked', 'The session of this token has been revoked');
+    if (session.expiresAt <= now()) throw unauthenticated('token_expired', 'The session of this token has ended');
+    const view = await activeUser(claims.sub);
+    return { user: toUser(view), permissions: view.permissions, sessionId: claims.sid, personalTokenId: null, credential, expiresAt: claims.exp * 1000 };
+  }
+
+  async function fromPersonalToken(token: string): Promise<AuthContext> {
+    const info = await deps.personalTokens.verify(token);
+    const view = await activeUser(info.userId);
+    return {
+      user: toUser(view),
+      permissions: narrowPermissions(view.permissions, info.models),
+      sessionId: null,
+      personalTokenId: info.id,
+      credential: 'personal_token',
+      expiresAt: null,
+    };
+  }
+
+  function fromBearerValue(value: string): Promise<AuthContext> {
+    if (value.startsWith(PERSONAL_TOKEN_PREFIX)) return fromPersonalToken(value);
+    if (/^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/.test(value)) return fromAccessToken(value, 'access_token');
+    throw unauthenticated('token_malformed', 'The credential is neither an access token nor a personal access token');
+  }
+
+  return async function authenticate(input: AuthInput): Promise<AuthContext> {
+    if (input.authorization !== undefined && input.authorization !== '') {
+      const match = /^Bearer\s+(\S+)\s*$/i.exec(input.authorization);
+      if (!match) throw unauthenticated('token_malformed', 'Authorization: expected "Bearer <token>"');
+      return fromBearerValue(match[1]!);
+    }
+    if (input.apiKey !== undefined && input.apiKey !== '') return fromBearerValue(input.apiKey.trim());
+    const cookie = input.cookies?.[ACCESS_COOKIE];
+    if (cookie) return fromAccessToken(cookie, 'cookie');
+    throw unauthenticated('missing_credentials', 'Send an access token or personal access token (Authorization: Bearer …, or x-api-key), or sign in');
+  };
+}
