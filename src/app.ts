@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import fastifyCookie from '@fastify/cookie';
 import Fastify from 'fastify';
+import { Registry } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream, LoggerOptions } from 'pino';
 import type { Config } from './config/index.js';
@@ -19,6 +20,8 @@ import { createAuthServices } from './auth/services.js';
 import type { SessionService } from './auth/sessions.js';
 import type { SigningKeyStore } from './auth/signing-keys.js';
 import { authRoutes } from './http/auth-routes.js';
+import { metricsRoutes } from './http/metrics.js';
+import { realtimeAdminRoutes, realtimePlugin } from './realtime/index.js';
 import type { MasterKeyRing } from './security/envelope.js';
 import { loadMasterKeyRing } from './security/master-key.js';
 
@@ -40,6 +43,8 @@ export interface AppServices {
   personalTokens: PersonalTokenService;
   /** The one authentication function (access JWT, personal token, session cookie). */
   authenticate: Authenticate;
+  /** Prometheus metrics of this app, served on GET /metrics. */
+  metrics: Registry;
 }
 
 declare module 'fastify' {
@@ -106,6 +111,7 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     keyRing: masterKeys.ring,
     lifecycle: { draining: false },
     ...auth,
+    metrics: new Registry(),
   };
   app.decorate('services', services);
   if (masterKeys.generatedFile) {
@@ -134,6 +140,10 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
 
   await app.register(healthRoutes, { engine, isDraining: () => services.lifecycle.draining });
   await app.register(authRoutes);
+  await app.register(metricsRoutes);
+  // Not encapsulated: its upgrade listener, hooks and `app.realtime` belong to the root.
+  await realtimePlugin(app);
+  await app.register(realtimeAdminRoutes);
 
   return app;
 }
