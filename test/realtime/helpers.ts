@@ -208,6 +208,8 @@ export function simulatorPipeline(baseUrl: string): ChatPipeline & { settled: Ch
   };
 }
 
-export function chatRequest(text = 'Hello', extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { model: 'claude-sonnet-4-5', max_tokens: 256, messages: [{ role: 'user', content: text }], ...extra };
+/** The simulator echoes the prompt: `words` words give that many tokens to split into deltas. */
+export function chatRequest(text = 'Hello', extra: Record<string, unknown> = {}, words = 120): Record<string, unknown> {
+  const prompt = `${text} ${Array.from({ length: words }, (_, i) => `word${i}`).join(' ')}`;
+  return { model: 'claude-sonnet-4-5', max_tokens: 4096, messages: [{ role: 'user', content: prompt }], ...extra };
 }
