@@ -355,7 +355,7 @@ export class SessionService {
     return {
       accessToken: signed.token,
       refreshToken,
-      expiresIn: Math.max(0, Math.floor((signed.expiresAt - now) / 1000)),
+      expiresIn: Math.max(0, Math.floor(signed.expiresAt / 1000) - Math.floor(now / 1000)),
       accessExpiresAt: signed.expiresAt,
       session,
     };

@@ -14,7 +14,9 @@ export interface CliIo {
 const storage = new AsyncLocalStorage<CliIo>();
 
 const processIo: CliIo = {
-  env: process.env,
+  get env() {
+    return process.env;
+  },
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
 };

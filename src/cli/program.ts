@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { loadConfig } from '../config/index.js';
 import { createEngine } from '../engine/index.js';
 import { serve } from './serve.js';
+import { sessionsCommand, tokenCommand } from './tokens.js';
 import { usersCommand } from './users.js';
 import { simulatorCommand } from './simulator.js';
 import { print } from './output.js';
@@ -36,5 +37,7 @@ export function buildProgram(): Command {
 
   program.addCommand(usersCommand());
   program.addCommand(simulatorCommand());
+  program.addCommand(tokenCommand());
+  program.addCommand(sessionsCommand());
   return program;
 }

@@ -220,7 +220,7 @@ export const settings = {
     env: 'WS_MAX_CONNECTIONS_PER_USER',
     parser: integer(1, 100_000),
     default: '20',
-    doc: 'WebSocket connections one user may hold on this instance; one more is refused with HTTP 429 before the upgrade.',
+    doc: 'WebSocket connections one user may hold (counted in the connection directory); one more is refused with HTTP 429 before the upgrade.',
   }),
   wsMaxBufferedBytes: setting({
     env: 'WS_MAX_BUFFERED_BYTES',

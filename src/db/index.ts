@@ -13,6 +13,7 @@ import pg from 'pg';
 import type { Config } from '../config/index.js';
 import { redactUrl } from '../config/index.js';
 import { GatewayError } from '../errors/index.js';
+import { isUniqueViolation } from './errors.js';
 import { migrations } from './migrations/index.js';
 import type { Database } from './types.js';
 
@@ -85,7 +86,8 @@ export async function migrateToLatest(handle: DatabaseHandle, database: Config['
   try {
     if (schema) await sql`create schema if not exists ${sql.id(schema)}`.execute(handle.db);
   } catch (err) {
-    throw describeConnectionError(err, database);
+    // Two instances starting at once both try to create it; one gets a unique violation.
+    if (!isUniqueViolation(err)) throw describeConnectionError(err, database);
   }
   const migrator = new Migrator({
     db: handle.db,

@@ -45,6 +45,16 @@ describeEachDatabase('sessions and refresh tokens', (db) => {
     expect(reason(me)).toBe('session_revoked');
   });
 
+  it('of two concurrent refreshes with one token exactly one wins; the other counts as reuse (no grace window)', async () => {
+    const user = await makeUser(app);
+    const tokens = await app.services.sessions.start(user.id, meta);
+    const results = await Promise.allSettled([0, 1].map(() => app.services.sessions.refresh(tokens.refreshToken, meta)));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    expect(lost.reason).toMatchObject({ reason: 'refresh_token_reused' });
+    expect((await app.services.sessions.get(tokens.session.id))?.revokedReason).toBe('refresh_token_reuse');
+  });
+
   it('refuses an unknown refresh token', async () => {
     const res = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: 'pcl_rt_nope' } });
     expect(res.statusCode).toBe(401);
