@@ -183,7 +183,7 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
       if (!state.accepting) throw new GatewayError('unavailable', 'The server is shutting down; reconnect', { reason: 'draining', retryAfterSeconds: 1 });
       if (new URL(req.url ?? '/', 'http://localhost').pathname !== WS_PATH) throw new GatewayError('not_found', `No WebSocket endpoint at ${(req.url ?? '').split('?')[0]}`);
       const { auth, info } = await admitUpgrade(req, deps);
-      const held = (await directory.byUser(auth.user.id)).length + (reserved.get(auth.user.id) ?? 0);
+      const held = (await directory.countByUser(auth.user.id)) + (reserved.get(auth.user.id) ?? 0);
       if (held >= config.wsMaxConnectionsPerUser) {
         throw new GatewayError('rate_limited', `At most ${config.wsMaxConnectionsPerUser} connections per user; close one first`, { reason: 'too_many_connections', retryAfterSeconds: 1 });
       }

@@ -26,6 +26,10 @@ export class MemoryConnectionDirectory implements ConnectionDirectory {
     return [...(this.users.get(userId)?.values() ?? [])];
   }
 
+  async countByUser(userId: string): Promise<number> {
+    return this.users.get(userId)?.size ?? 0;
+  }
+
   async filter(filter: ConnectionFilter, limit = Number.POSITIVE_INFINITY): Promise<ConnectionMeta[]> {
     if (filter.id !== undefined) {
       const one = this.byId.get(filter.id);

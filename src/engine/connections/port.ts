@@ -62,6 +62,8 @@ export interface ConnectionDirectory {
   remove(id: string): Promise<boolean>;
   get(id: string): Promise<ConnectionMeta | undefined>;
   byUser(userId: string): Promise<ConnectionMeta[]>;
+  /** How many connections the user holds, O(1) (the per-user cap asks on every upgrade). */
+  countByUser(userId: string): Promise<number>;
   /** Connections matching every given field, oldest first, at most `limit` (default all). */
   filter(filter: ConnectionFilter, limit?: number): Promise<ConnectionMeta[]>;
   count(): Promise<number>;
