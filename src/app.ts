@@ -20,10 +20,14 @@ import { createAuthServices } from './auth/services.js';
 import type { SessionService } from './auth/sessions.js';
 import type { SigningKeyStore } from './auth/signing-keys.js';
 import { authRoutes } from './http/auth-routes.js';
+import { oidcLogin } from './auth/oidc/routes.js';
+import { validateLoginConfig } from './auth/oidc/settings.js';
 import { metricsRoutes } from './http/metrics.js';
 import { realtimeAdminRoutes, realtimePlugin } from './realtime/index.js';
 import type { MasterKeyRing } from './security/envelope.js';
 import { loadMasterKeyRing } from './security/master-key.js';
+import { UsageLedger } from './vault/usage.js';
+import { KeyVault } from './vault/vault.js';
 
 export interface BuildAppOptions {
   /** Where log lines go (tests capture them); standard output by default. */
@@ -36,6 +40,10 @@ export interface AppServices {
   users: UserService;
   /** Master keys sealing every secret stored in the database. */
   keyRing: MasterKeyRing;
+  /** Upstream API keys (a KeySource for the upstream client); started by buildApp, closed with the app. */
+  vault: KeyVault;
+  /** Durable usage records and their summaries. */
+  usage: UsageLedger;
   lifecycle: { draining: boolean };
   /** JWT signing keys (current key, rotation, JWKS). */
   signingKeys: SigningKeyStore;
@@ -87,6 +95,7 @@ export function loggerOptions(config: Config): LoggerOptions {
 }
 
 export async function buildApp(config: Config, engine: Engine, options: BuildAppOptions = {}): Promise<FastifyInstance> {
+  validateLoginConfig(config);
   const logger = loggerOptions(config);
   const app = Fastify({
     logger: options.logStream ? { ...logger, stream: options.logStream } : logger,
@@ -109,6 +118,12 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     engine,
     users,
     keyRing: masterKeys.ring,
+    vault: new KeyVault({
+      db: engine.database.db,
+      ring: masterKeys.ring,
+      onError: (err, keyName) => app.log.error({ err, key: keyName }, 'key vault: reload failed or a key cannot be opened'),
+    }),
+    usage: new UsageLedger(engine.database.db),
     lifecycle: { draining: false },
     ...auth,
     metrics: new Registry(),
@@ -137,9 +152,17 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
 
   if (!app.hasDecorator('parseCookie')) await app.register(fastifyCookie);
   installAuthGuards(app, services.authenticate, config);
+  await services.vault.start();
+  app.addHook('onClose', () => services.vault.close());
+  const imported = await services.vault.importFromEnv(config);
+  if (imported === 'added') app.log.info({ key: 'default' }, 'key vault: imported ANTHROPIC_API_KEY as the key default');
+  if (imported === 'name_taken') {
+    app.log.warn({ key: 'default' }, 'key vault: ANTHROPIC_API_KEY is not in the vault but the name default is taken (rotated?); not imported');
+  }
 
   await app.register(healthRoutes, { engine, isDraining: () => services.lifecycle.draining });
   await app.register(authRoutes);
+  await app.register(oidcLogin, { config });
   await app.register(metricsRoutes);
   // Not encapsulated: its upgrade listener, hooks and `app.realtime` belong to the root.
   await realtimePlugin(app);

@@ -6,6 +6,7 @@ import { serve } from './serve.js';
 import { sessionsCommand, tokenCommand } from './tokens.js';
 import { usersCommand } from './users.js';
 import { simulatorCommand } from './simulator.js';
+import { keysCommand, masterKeyCommand, usageCommand } from './keys.js';
 import { print } from './output.js';
 import { cliIo } from './io.js';
 
@@ -39,5 +40,8 @@ export function buildProgram(): Command {
   program.addCommand(simulatorCommand());
   program.addCommand(tokenCommand());
   program.addCommand(sessionsCommand());
+  program.addCommand(keysCommand());
+  program.addCommand(masterKeyCommand());
+  program.addCommand(usageCommand());
   return program;
 }

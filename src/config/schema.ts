@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import type { ValueParser } from './parsers.js';
 import { base64Key, boolean, duration, integer, json, list, oneOf, text, url } from './parsers.js';
+import { fallbackRules } from '../upstream/fallback.js';
 
 export interface SettingDefinition<T> {
   env: string;
@@ -184,6 +185,94 @@ export const settings = {
     parser: duration(60_000),
     default: '30d',
     doc: 'How long a JWT signing key signs before a new one replaces it; old public keys stay in the JWKS until their tokens expire.',
+  }),
+  // Key vault and upstream (feat/vault)
+  anthropicApiKey: optional({
+    env: 'ANTHROPIC_API_KEY',
+    parser: text(),
+    secret: true,
+    doc: 'An Anthropic API key imported into the vault as the key `default` at start, unless a key with the same secret (compared by SHA-256 fingerprint) already exists. Optional: keys can be added with `portcullis keys add` instead.',
+  }),
+  anthropicBaseUrl: setting({
+    env: 'ANTHROPIC_BASE_URL',
+    parser: url(['https:', 'http:']),
+    default: 'https://api.anthropic.com',
+    doc: 'Base URL of the Anthropic API the gateway forwards to (a simulator or another compatible endpoint in tests).',
+  }),
+  // Upstream calls: retries, deadlines, circuit breakers, fallback models (feat/upstream)
+  upstreamMaxRetries: setting({
+    env: 'UPSTREAM_MAX_RETRIES',
+    parser: integer(0, 10),
+    default: '2',
+    doc: 'Extra rounds over the healthy upstream keys per model after the first, with backoff (retry-after when upstream gives one). Switching to another key does not count as a retry.',
+  }),
+  upstreamDeadlineMs: setting({
+    env: 'UPSTREAM_DEADLINE_MS',
+    parser: integer(1000, 600_000),
+    default: '60000',
+    doc: 'Time from a request to the first byte of a usable upstream answer, across all retries and fallbacks (milliseconds). Past it the client gets 504 timeout_error.',
+  }),
+  upstreamTimeoutMs: setting({
+    env: 'UPSTREAM_TIMEOUT_MS',
+    parser: integer(1000, 3_600_000),
+    default: '600000',
+    doc: 'Longest silence allowed between two chunks of an upstream answer body (milliseconds); a stream silent for longer ends with an error event.',
+  }),
+  circuitFailureThreshold: setting({
+    env: 'CIRCUIT_FAILURE_THRESHOLD',
+    parser: integer(1, 1000),
+    default: '5',
+    doc: 'Consecutive failures (connection errors, 5xx, 529) after which an upstream key is taken out of rotation for CIRCUIT_COOLDOWN_MS. A 401 from upstream takes it out at once; a 429 only pauses it for retry-after.',
+  }),
+  circuitCooldownMs: setting({
+    env: 'CIRCUIT_COOLDOWN_MS',
+    parser: integer(100, 3_600_000),
+    default: '30000',
+    doc: 'How long an upstream key stays out of rotation after its circuit opens, before one probe request may use it again (milliseconds).',
+  }),
+  fallbackModels: optional({
+    env: 'FALLBACK_MODELS',
+    parser: fallbackRules(),
+    doc: 'Models to fall back to when every key failed for the requested one: comma-separated pattern=model pairs, * matching anything, e.g. claude-opus-*=claude-sonnet-4-5,claude-sonnet-*=claude-haiku-4-5. Unset: no fallback.',
+  }),
+  // Sign-in with uAuth / any OpenID Connect issuer (feat/oidc)
+  uauthClientId: optional({
+    env: 'UAUTH_CLIENT_ID',
+    parser: text(),
+    doc: 'Client id registered at UAUTH_ISSUER. Unset outside production: the built-in development identity provider is used instead (see DEV_IDP).',
+  }),
+  uauthClientSecret: optional({
+    env: 'UAUTH_CLIENT_SECRET',
+    parser: text(),
+    secret: true,
+    doc: 'Client secret registered at UAUTH_ISSUER; leave unset for a public client (token auth method none).',
+  }),
+  uauthTokenAuthMethod: optional({
+    env: 'UAUTH_TOKEN_AUTH_METHOD',
+    parser: oneOf(['client_secret_basic', 'client_secret_post', 'none'] as const),
+    doc: 'How the gateway authenticates at the token endpoint. Default: client_secret_basic with a secret, none without.',
+  }),
+  uauthScope: setting({
+    env: 'UAUTH_SCOPE',
+    parser: text(),
+    default: 'openid wallet',
+    doc: 'Scopes asked for at sign-in (space-separated; must include openid). uAuth also knows email, profile, social:*, humanity_check.',
+  }),
+  uauthRedirectUri: optional({
+    env: 'UAUTH_REDIRECT_URI',
+    parser: url(['https:', 'http:']),
+    doc: 'The callback registered at the issuer. Defaults to PUBLIC_URL/auth/callback.',
+  }),
+  uauthMaxAge: optional({
+    env: 'UAUTH_MAX_AGE',
+    parser: integer(0, 31_536_000),
+    doc: 'Ask the issuer to re-authenticate people whose last sign-in there is older than this many seconds (OIDC max_age; auth_time is then checked).',
+  }),
+  devIdp: setting({
+    env: 'DEV_IDP',
+    parser: oneOf(['auto', 'on', 'off'] as const),
+    default: 'auto',
+    doc: 'DEVELOPMENT ONLY identity provider mounted at /dev-idp (any name signs in). auto: on when UAUTH_CLIENT_ID is unset and NODE_ENV is not production; on in production is a startup error.',
   }),
   // WebSocket server (src/realtime, docs/protocol.md)
   wsMaxMessageBytes: setting({

@@ -98,6 +98,72 @@ export interface PersonalTokensTable {
   revoked_at: number | null;
 }
 
+export type UpstreamKeyState = 'enabled' | 'disabled' | 'retiring';
+
+export interface UpstreamKeysTable {
+  /** `key_<hex>`. */
+  id: string;
+  name: string;
+  /** Envelope-sealed secret, context `upstream_key:<id>`. */
+  secret_sealed: string;
+  /** Hex SHA-256 of the secret (API keys are high-entropy, so this reveals nothing usable). */
+  fingerprint: string;
+  last4: string;
+  weight: number;
+  /** JSON array of model glob patterns; empty means every model. */
+  models: string;
+  state: UpstreamKeyState;
+  /** The secret replaced by the last rotation, same context; cleared after previous_retire_after. */
+  previous_sealed: string | null;
+  previous_last4: string | null;
+  previous_retire_after: number | null;
+  created_at: number;
+  updated_at: number;
+  rotated_at: number | null;
+  disabled_at: number | null;
+}
+
+export interface UsageRecordsTable {
+  id: string;
+  request_id: string;
+  user_id: string;
+  session_id: string | null;
+  personal_token_id: string | null;
+  key_id: string | null;
+  model: string;
+  /** 0 or 1 (booleans are not portable between the two databases). */
+  stream: number;
+  input_tokens: number;
+  output_tokens: number;
+  cache_creation_input_tokens: number;
+  cache_read_input_tokens: number;
+  status: number;
+  outcome: 'complete' | 'error' | 'cancelled' | 'failed_midstream';
+  error_type: string | null;
+  latency_ms: number;
+  ttfb_ms: number | null;
+  retries: number;
+  fallback: string | null;
+  created_at: number;
+}
+
+/** A pending sign-in (feat/oidc): single use, expires after ten minutes. */
+export interface LoginStatesTable {
+  /** Hex SHA-256 of the `state` sent to the identity provider. */
+  state_hash: string;
+  nonce: string;
+  /** The PKCE verifier; short-lived, never logged. */
+  code_verifier: string;
+  /** Hex SHA-256 of the random value in the browser's login cookie (binds the callback to the browser that started the login). */
+  browser_hash: string;
+  /** The issuer the login was sent to. */
+  issuer: string;
+  return_to: string;
+  created_at: number;
+  expires_at: number;
+  used_at: number | null;
+}
+
 export interface Database {
   users: UsersTable;
   roles: RolesTable;
@@ -107,6 +173,9 @@ export interface Database {
   sessions: SessionsTable;
   refresh_tokens: RefreshTokensTable;
   personal_tokens: PersonalTokensTable;
+  upstream_keys: UpstreamKeysTable;
+  usage_records: UsageRecordsTable;
+  login_states: LoginStatesTable;
 }
 
 export type UserRow = Selectable<UsersTable>;
@@ -116,4 +185,7 @@ export type RoleRow = Selectable<RolesTable>;
 export type SigningKeyRow = Selectable<SigningKeysTable>;
 export type SessionRow = Selectable<SessionsTable>;
 export type PersonalTokenRow = Selectable<PersonalTokensTable>;
+export type UpstreamKeyRow = Selectable<UpstreamKeysTable>;
+export type UsageRecordRow = Selectable<UsageRecordsTable>;
 export type { Generated };
+export type LoginStateRow = Selectable<LoginStatesTable>;

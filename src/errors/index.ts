@@ -30,6 +30,8 @@ const catalogue = {
   request_too_large: { status: 413, type: 'request_too_large' },
   rate_limited: { status: 429, type: 'rate_limit_error' },
   internal: { status: 500, type: 'api_error' },
+  /** A service we depend on (an identity provider, say) answered nonsense. */
+  bad_gateway: { status: 502, type: 'api_error' },
   unavailable: { status: 503, type: 'api_error' },
   upstream_timeout: { status: 504, type: 'timeout_error' },
   overloaded: { status: 529, type: 'overloaded_error' },
@@ -60,7 +62,7 @@ export class GatewayError extends Error {
     this.code = code;
     this.status = catalogue[code].status;
     this.type = catalogue[code].type;
-    this.expose = this.status < 500 || code === 'overloaded' || code === 'unavailable';
+    this.expose = this.status < 500 || code === 'overloaded' || code === 'unavailable' || code === 'bad_gateway';
     this.reason = options.reason;
     this.retryAfterSeconds = options.retryAfterSeconds;
   }

@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { Readable } from 'node:stream';
 import type { Environment } from '../../src/config/index.js';
 
 export interface CliResult {
@@ -64,11 +65,12 @@ export async function waitForStatus(url: string, status: number, timeoutMs = 15_
   throw new Error(`${url} did not answer ${status} within ${timeoutMs} ms (last: ${last})`);
 }
 
-/** Runs a CLI command in this process (fast); `serve` and signal handling need spawnCli. */
-export async function cli(args: string[], env: Environment): Promise<CliResult> {
+/** Runs a CLI command in this process (fast); `serve` and signal handling need spawnCli. `stdin` is its standard input (empty by default). */
+export async function cli(args: string[], env: Environment, options: { stdin?: string } = {}): Promise<CliResult> {
   const { runCli: run } = await import('../../src/cli/run.js');
   let stdout = '';
   let stderr = '';
-  const code = await run(args, { env, stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+  const stdin = Readable.from(options.stdin === undefined ? [] : [Buffer.from(options.stdin, 'utf8')]);
+  const code = await run(args, { env, stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), stdin });
   return { code, stdout, stderr };
 }

@@ -1,0 +1,86 @@
+/**
+ * The HTTP client to Anthropic (or the simulator): one undici Pool per base URL with
+ * keep-alive. `send` is a single attempt, no retries, no header policy: it sends exactly what
+ * it is given (see headers.ts for what that should be, resilient.ts for retries).
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import { Pool } from 'undici';
+import type { Dispatcher } from 'undici';
+
+export interface UpstreamClientOptions {
+  /** Anthropic's API origin, or the simulator's http://127.0.0.1:PORT; a path prefix is kept. */
+  baseUrl: string;
+  /** TCP+TLS connect timeout per attempt (10 s). */
+  connectTimeoutMs?: number;
+  /** Time to response headers per attempt (60 s; the call's deadline usually fires first). */
+  headersTimeoutMs?: number;
+  /** Longest silence between body chunks (UPSTREAM_TIMEOUT_MS, 600 s). */
+  bodyTimeoutMs?: number;
+  /** Sockets kept to upstream at most (128). */
+  connections?: number;
+  /** Idle keep-alive per socket (30 s). */
+  keepAliveTimeoutMs?: number;
+}
+
+export interface UpstreamRequest {
+  method: string;
+  /** Path including the query string, e.g. `/v1/messages?beta=true`. */
+  path: string;
+  /** Final headers (credentials included). */
+  headers: Record<string, string>;
+  body: Buffer | undefined;
+  /** Aborting destroys the request, or the response body once it flows. */
+  signal?: AbortSignal;
+}
+
+/** The body stream undici returns (a Readable; async-iterable). */
+export type UpstreamBody = Dispatcher.ResponseData['body'];
+
+export interface UpstreamResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: UpstreamBody;
+}
+
+/** A pool of keep-alive connections to one upstream origin. */
+export class UpstreamClient {
+  readonly baseUrl: string;
+  private readonly pool: Pool;
+  private readonly prefix: string;
+
+  constructor(options: UpstreamClientOptions) {
+    const url = new URL(options.baseUrl);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError('upstream baseUrl must be http(s)');
+    this.baseUrl = options.baseUrl;
+    this.prefix = url.pathname.replace(/\/+$/, '');
+    this.pool = new Pool(url.origin, {
+      connections: options.connections ?? 128,
+      connectTimeout: options.connectTimeoutMs ?? 10_000,
+      headersTimeout: options.headersTimeoutMs ?? 60_000,
+      bodyTimeout: options.bodyTimeoutMs ?? 600_000,
+      keepAliveTimeout: options.keepAliveTimeoutMs ?? 30_000,
+    });
+  }
+
+  /** One attempt. Rejects on connection errors, timeouts and abort; any HTTP status resolves. */
+  async send(request: UpstreamRequest): Promise<UpstreamResponse> {
+    const response = await this.pool.request({
+      method: request.method as Dispatcher.HttpMethod,
+      path: `${this.prefix}${request.path.startsWith('/') ? '' : '/'}${request.path}`,
+      headers: request.body === undefined ? request.headers : { ...request.headers, 'content-length': String(request.body.length) },
+      body: request.body,
+      signal: request.signal,
+    });
+    return { status: response.statusCode, headers: response.headers as IncomingHttpHeaders, body: response.body };
+  }
+
+  /** Closes idle sockets and waits for requests in flight. */
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
+  /** Cuts every socket now (shutdown timeout). */
+  async destroy(): Promise<void> {
+    await this.pool.destroy();
+  }
+}

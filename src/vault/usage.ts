@@ -1,0 +1,197 @@
+/**
+ * The usage ledger: one durable row per client request that reached the upstream step, and
+ * summaries of those rows. The same SQL runs on SQLite and PostgreSQL; days are UTC and are
+ * bucketed by integer division of the epoch milliseconds, which both databases do alike.
+ */
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import { z } from 'zod';
+import type { Db } from '../db/index.js';
+import { GatewayError } from '../errors/index.js';
+
+export interface UsageRecord {
+  requestId: string; userId: string; sessionId: string | null; personalTokenId: string | null;
+  keyId: string | null; model: string; stream: boolean;
+  inputTokens: number; outputTokens: number; cacheCreationInputTokens: number; cacheReadInputTokens: number;
+  status: number;            // HTTP status given to the client (200 for streams that started)
+  outcome: 'complete' | 'error' | 'cancelled' | 'failed_midstream';
+  errorType: string | null; latencyMs: number; ttfbMs: number | null; retries: number; fallback: string | null;
+  createdAt: number;
+}
+
+export type UsageGrouping = 'user' | 'key' | 'model' | 'day';
+
+export interface UsageQuery {
+  by: UsageGrouping;
+  /** Inclusive lower bound, epoch ms. */
+  since?: number;
+  /** Exclusive upper bound, epoch ms. */
+  until?: number;
+  /** Only this user's records. */
+  userId?: string;
+}
+
+/** Token and request totals; `errors` counts outcomes `error` and `failed_midstream`. */
+export interface UsageTotals {
+  requests: number;
+  errors: number;
+  inputTokens: number;
+  outputTokens: number;
+  cacheCreationInputTokens: number;
+  cacheReadInputTokens: number;
+}
+
+export interface UsageSummaryRow extends UsageTotals {
+  /** User subject, key name, model, or UTC date (YYYY-MM-DD). Falls back to the id when the user or key is gone; `(none)` for requests without a key. */
+  group: string;
+  /** The user or key id behind the group (null for model and day). */
+  id: string | null;
+  firstAt: number;
+  lastAt: number;
+}
+
+/** Per key totals for the vault's `list()`. */
+export interface KeyUsage extends UsageTotals {
+  lastUsedAt: number | null;
+}
+
+const count = z.number().int().min(0);
+const recordSchema = z.object({
+  requestId: z.string().min(1).max(200),
+  userId: z.string().min(1).max(200),
+  sessionId: z.string().max(200).nullable(),
+  personalTokenId: z.string().max(200).nullable(),
+  keyId: z.string().max(200).nullable(),
+  model: z.string().min(1).max(200),
+  stream: z.boolean(),
+  inputTokens: count,
+  outputTokens: count,
+  cacheCreationInputTokens: count,
+  cacheReadInputTokens: count,
+  status: z.number().int().min(100).max(599),
+  outcome: z.enum(['complete', 'error', 'cancelled', 'failed_midstream']),
+  errorType: z.string().max(200).nullable(),
+  latencyMs: count,
+  ttfbMs: count.nullable(),
+  retries: count,
+  fallback: z.string().max(200).nullable(),
+  createdAt: count,
+});
+
+const DAY_MS = 86_400_000;
+
+// Aggregates shared by every query; sums are null over no rows, hence coalesce.
+const totals = [
+  sql<number>`count(*)`.as('requests'),
+  sql<number>`coalesce(sum(case when u.outcome in ('error', 'failed_midstream') then 1 else 0 end), 0)`.as('errors'),
+  sql<number>`coalesce(sum(u.input_tokens), 0)`.as('input'),
+  sql<number>`coalesce(sum(u.output_tokens), 0)`.as('output'),
+  sql<number>`coalesce(sum(u.cache_creation_input_tokens), 0)`.as('cacheCreation'),
+  sql<number>`coalesce(sum(u.cache_read_input_tokens), 0)`.as('cacheRead'),
+  sql<number>`min(u.created_at)`.as('first'),
+  sql<number>`max(u.created_at)`.as('last'),
+] as const;
+
+interface TotalsRow {
+  requests: number; errors: number; input: number; output: number; cacheCreation: number; cacheRead: number; first: number; last: number;
+}
+
+function toTotals(r: TotalsRow): UsageTotals {
+  return {
+    requests: Number(r.requests),
+    errors: Number(r.errors),
+    inputTokens: Number(r.input),
+    outputTokens: Number(r.output),
+    cacheCreationInputTokens: Number(r.cacheCreation),
+    cacheReadInputTokens: Number(r.cacheRead),
+  };
+}
+
+/** Usage totals per key id, over all time. */
+export async function keyUsage(db: Db): Promise<Map<string, KeyUsage>> {
+  const rows = await db
+    .selectFrom('usage_records as u')
+    .select('u.key_id')
+    .select(totals)
+    .where('u.key_id', 'is not', null)
+    .groupBy('u.key_id')
+    .execute();
+  const out = new Map<string, KeyUsage>();
+  for (const r of rows) if (r.key_id !== null) out.set(r.key_id, { ...toTotals(r), lastUsedAt: Number(r.last) });
+  return out;
+}
+
+export class UsageLedger {
+  constructor(private readonly db: Db) {}
+
+  /** Inserts one record; resolves once the database has it (durable as the database is). */
+  async record(r: UsageRecord): Promise<void> {
+    const parsed = recordSchema.safeParse(r);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new GatewayError('internal', `usage record: ${issue.path.join('.')}: ${issue.message}`, { reason: 'invalid_usage_record' });
+    }
+    const v = parsed.data;
+    await this.db
+      .insertInto('usage_records')
+      .values({
+        id: `use_${randomUUID().replaceAll('-', '')}`,
+        request_id: v.requestId,
+        user_id: v.userId,
+        session_id: v.sessionId,
+        personal_token_id: v.personalTokenId,
+        key_id: v.keyId,
+        model: v.model,
+        stream: v.stream ? 1 : 0,
+        input_tokens: v.inputTokens,
+        output_tokens: v.outputTokens,
+        cache_creation_input_tokens: v.cacheCreationInputTokens,
+        cache_read_input_tokens: v.cacheReadInputTokens,
+        status: v.status,
+        outcome: v.outcome,
+        error_type: v.errorType,
+        latency_ms: v.latencyMs,
+        ttfb_ms: v.ttfbMs,
+        retries: v.retries,
+        fallback: v.fallback,
+        created_at: v.createdAt,
+      })
+      .execute();
+  }
+
+  /**
+   * Totals grouped by user (subject), key (name), model or UTC day, over `[since, until)`.
+   * Days come out oldest first; other groupings by total tokens, largest first.
+   */
+  async summary(q: UsageQuery): Promise<UsageSummaryRow[]> {
+    let query = this.db
+      .selectFrom('usage_records as u')
+      .leftJoin('users', 'users.id', 'u.user_id')
+      .leftJoin('upstream_keys', 'upstream_keys.id', 'u.key_id')
+      .select(totals);
+    if (q.since !== undefined) query = query.where('u.created_at', '>=', q.since);
+    if (q.until !== undefined) query = query.where('u.created_at', '<', q.until);
+    if (q.userId !== undefined) query = query.where('u.user_id', '=', q.userId);
+
+    let rows: Array<TotalsRow & { label: string | number | null; id: string | null }>;
+    if (q.by === 'user') {
+      rows = (await query.select(['u.user_id as id', 'users.subject as label']).groupBy(['u.user_id', 'users.subject']).execute()) as typeof rows;
+    } else if (q.by === 'key') {
+      rows = (await query.select(['u.key_id as id', 'upstream_keys.name as label']).groupBy(['u.key_id', 'upstream_keys.name']).execute()) as typeof rows;
+    } else if (q.by === 'model') {
+      rows = (await query.select([sql<null>`null`.as('id'), 'u.model as label']).groupBy('u.model').execute()) as typeof rows;
+    } else {
+      const day = sql<number>`u.created_at / ${sql.lit(DAY_MS)}`;
+      rows = (await query.select([sql<null>`null`.as('id'), day.as('label')]).groupBy(day).execute()) as typeof rows;
+    }
+
+    const out = rows.map((r) => {
+      const group =
+        q.by === 'day' ? new Date(Number(r.label) * DAY_MS).toISOString().slice(0, 10)
+        : (r.label === null ? (r.id ?? '(none)') : String(r.label));
+      return { group, id: r.id ?? null, ...toTotals(r), firstAt: Number(r.first), lastAt: Number(r.last) };
+    });
+    const tokens = (r: UsageSummaryRow) => r.inputTokens + r.outputTokens + r.cacheCreationInputTokens + r.cacheReadInputTokens;
+    return q.by === 'day' ? out.sort((a, b) => a.group.localeCompare(b.group)) : out.sort((a, b) => tokens(b) - tokens(a) || a.group.localeCompare(b.group));
+  }
+}
