@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import fastifyCookie from '@fastify/cookie';
 import Fastify from 'fastify';
+import { Registry } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream, LoggerOptions } from 'pino';
 import type { Config } from './config/index.js';
@@ -22,6 +23,8 @@ import type { SigningKeyStore } from './auth/signing-keys.js';
 import { authRoutes } from './http/auth-routes.js';
 import { oidcLogin } from './auth/oidc/routes.js';
 import { validateLoginConfig } from './auth/oidc/settings.js';
+import { metricsRoutes } from './http/metrics.js';
+import { realtimeAdminRoutes, realtimePlugin } from './realtime/index.js';
 import type { MasterKeyRing } from './security/envelope.js';
 import { loadMasterKeyRing } from './security/master-key.js';
 import { UsageLedger } from './vault/usage.js';
@@ -57,6 +60,8 @@ export interface AppServices {
   personalTokens: PersonalTokenService;
   /** The one authentication function (access JWT, personal token, session cookie). */
   authenticate: Authenticate;
+  /** Prometheus metrics of this app, served on GET /metrics. */
+  metrics: Registry;
 }
 
 declare module 'fastify' {
@@ -145,6 +150,7 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     chat: chat.chat,
     demo: chat.demo,
     ...auth,
+    metrics: new Registry(),
   };
   app.decorate('services', services);
   if (masterKeys.generatedFile) {
@@ -195,6 +201,10 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   });
   await app.register(authRoutes);
   await app.register(oidcLogin, { config });
+  await app.register(metricsRoutes);
+  // Not encapsulated: its upgrade listener, hooks and `app.realtime` belong to the root.
+  await realtimePlugin(app);
+  await app.register(realtimeAdminRoutes);
 
   return app;
 }

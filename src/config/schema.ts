@@ -281,6 +281,49 @@ export const settings = {
     default: 'auto',
     doc: 'DEVELOPMENT ONLY: answer with the built-in Anthropic simulator instead of Anthropic. auto: on when no upstream key is configured (vault empty, ANTHROPIC_API_KEY unset) and NODE_ENV is not production; on in production is a startup error.',
   }),
+  // WebSocket server (src/realtime, docs/protocol.md)
+  wsMaxMessageBytes: setting({
+    env: 'WS_MAX_MESSAGE_BYTES',
+    parser: integer(1024, 64 * 1024 * 1024),
+    default: '1048576',
+    doc: 'Largest WebSocket frame a client may send (bytes); a bigger one closes the connection with 1009.',
+  }),
+  wsHeartbeatMs: setting({
+    env: 'WS_HEARTBEAT_MS',
+    parser: duration(10),
+    default: '25s',
+    doc: 'How often the server pings every WebSocket connection.',
+  }),
+  wsHeartbeatTimeoutMs: setting({
+    env: 'WS_HEARTBEAT_TIMEOUT_MS',
+    parser: duration(10),
+    default: '10s',
+    doc: 'How long a connection may stay silent after a ping (no pong, no frame) before it is terminated.',
+  }),
+  wsIdleTimeoutMs: setting({
+    env: 'WS_IDLE_TIMEOUT_MS',
+    parser: duration(0),
+    default: '0',
+    doc: 'Closes (1000) connections that sent no frame at all (pongs excluded) for this long and run no chat; 0 keeps idle connections open.',
+  }),
+  wsResumeWindowMs: setting({
+    env: 'WS_RESUME_WINDOW_MS',
+    parser: duration(0),
+    default: '60s',
+    doc: 'How long a chat\'s events are kept for chat.resume after it ends or its socket drops; a chat nobody reclaims within it is aborted.',
+  }),
+  wsMaxConnectionsPerUser: setting({
+    env: 'WS_MAX_CONNECTIONS_PER_USER',
+    parser: integer(1, 100_000),
+    default: '20',
+    doc: 'WebSocket connections one user may hold (counted in the connection directory); one more is refused with HTTP 429 before the upgrade.',
+  }),
+  wsMaxBufferedBytes: setting({
+    env: 'WS_MAX_BUFFERED_BYTES',
+    parser: integer(1024, 1024 * 1024 * 1024),
+    default: '4194304',
+    doc: 'Outgoing bytes a connection may have queued (bufferedAmount); a slower client is closed with 4008.',
+  }),
 };
 
 export type Settings = typeof settings;

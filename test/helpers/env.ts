@@ -26,9 +26,13 @@ export function uniqueName(prefix: string): string {
   return `${prefix}_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
 }
 
-/** Settings every test wants: a free port, quiet logs, state in a temporary folder. */
+/**
+ * Settings every test wants: a free port, quiet logs, state in a temporary folder. Every
+ * test client comes from 127.0.0.1, so the per-IP sign-in limit is off unless a test turns
+ * it on to test it.
+ */
 export function baseEnv(dataDir: string): Environment {
-  return { PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', NODE_ENV: 'test', DATA_DIR: dataDir };
+  return { PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', NODE_ENV: 'test', DATA_DIR: dataDir, RATE_LIMIT_IP_AUTH_PER_MIN: '0' };
 }
 
 export interface DatabaseContext {

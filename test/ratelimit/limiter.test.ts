@@ -157,7 +157,7 @@ describe('RateLimiter failure policy with Redis unreachable', () => {
     const counter = new Counter({ name: 'ratelimit_store_failures_total', help: 'x', labelNames: ['operation', 'policy'] as const, registers: [registry] });
     const warnings: string[] = [];
     const rl = new RateLimiter({
-      config: config({ RATE_LIMIT_FAILURE_POLICY: policy }),
+      config: config({ RATE_LIMIT_FAILURE_POLICY: policy, RATE_LIMIT_IP_AUTH_PER_MIN: '30' }),
       store,
       storeTimeoutMs: 300,
       failureCounter: counter,

@@ -2,8 +2,6 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
-import { GatewayError } from '../../src/errors/index.js';
-import { adminKeysRoutes } from '../../src/http/admin-keys.js';
 import { describeEachDatabase } from '../helpers/env.js';
 import { newSecret, usage } from './fixtures.js';
 
@@ -13,20 +11,20 @@ describeEachDatabase('admin key and usage routes', (ctx) => {
   beforeAll(async () => {
     const env = { PORTCULLIS_MASTER_KEY: randomBytes(32).toString('base64'), ANTHROPIC_API_KEY: imported };
     app = await buildApp(ctx.config(env), await ctx.engine(env));
-    await app.register(adminKeysRoutes, {
-      vault: app.services.vault,
-      usage: app.services.usage,
-      preHandler: async (request) => {
-        if (request.headers['x-test-admin'] !== 'yes') throw new GatewayError('permission_denied', 'This action needs the manage_keys capability');
-      },
-    });
-    await app.ready();
+    const issue = async (subject: string, roles: string[]) => {
+      const user = await app.services.users.create({ issuer: 'https://example.test', subject, roles });
+      const tokens = await app.services.sessions.start(user.id, { ip: '127.0.0.1', userAgent: null, issuer: 'https://example.test' });
+      return { authorization: `Bearer ${tokens.accessToken}` };
+    };
+    admin = await issue('admin.crypto', ['admin']);
+    member = await issue('member.crypto', ['member']);
   });
   afterAll(async () => {
     await app?.close();
   });
 
-  const admin = { 'x-test-admin': 'yes' };
+  let admin: Record<string, string>;
+  let member: Record<string, string>;
 
   it('imports ANTHROPIC_API_KEY at start and lends it', () => {
     expect(app.services.vault.count()).toBe(1);
@@ -64,13 +62,16 @@ describeEachDatabase('admin key and usage routes', (ctx) => {
     for (const body of bodies) for (const s of [secret, next, imported]) expect(body).not.toContain(s);
   });
 
-  it('summarises usage and refuses callers the preHandler rejects', async () => {
+  it('summarises usage and refuses anonymous callers and members', async () => {
     await app.services.usage.record(usage({ userId: 'usr_h', model: 'claude-opus-4-1', createdAt: 5 * 86_400_000 + 1 }));
     const res = await app.inject({ method: 'GET', url: '/admin/usage?by=day&since=0', headers: admin });
     expect(res.json().data).toEqual([expect.objectContaining({ group: '1970-01-06', requests: 1 })]);
     expect((await app.inject({ method: 'GET', url: '/admin/usage?by=planet', headers: admin })).statusCode).toBe(400);
-    const denied = await app.inject({ method: 'GET', url: '/admin/keys' });
-    expect(denied.statusCode).toBe(403);
-    expect(denied.json()).toMatchObject({ type: 'error', error: { type: 'permission_error' } });
+    expect((await app.inject({ method: 'GET', url: '/admin/keys' })).statusCode).toBe(401);
+    for (const url of ['/admin/keys', '/admin/usage']) {
+      const denied = await app.inject({ method: 'GET', url, headers: member });
+      expect(denied.statusCode).toBe(403);
+      expect(denied.json()).toMatchObject({ type: 'error', error: { type: 'permission_error' } });
+    }
   });
 });

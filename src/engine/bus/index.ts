@@ -1,0 +1,2 @@
+export type { Bus, BusHandler } from './port.js';
+export { MemoryBus } from './memory.js';

@@ -1,0 +1,3 @@
+export type { ConnectionDirectory, ConnectionFilter, ConnectionMeta } from './port.js';
+export { matchesFilter } from './port.js';
+export { MemoryConnectionDirectory } from './memory.js';

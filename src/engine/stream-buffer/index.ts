@@ -1,0 +1,3 @@
+export type { StreamBuffer, StreamEntry, StreamListener, StreamRead } from './port.js';
+export { MemoryStreamBuffer } from './memory.js';
+export type { MemoryStreamBufferOptions } from './memory.js';

@@ -1,0 +1,258 @@
+/**
+ * Chats over WebSocket. A chat belongs to (user id, chat id), not to the socket that started
+ * it: every event goes into the stream buffer with its seq, and sockets receive a chat by
+ * subscribing to its stream. When the socket dies mid-stream the chat keeps running and
+ * buffering; a new connection of the same user takes it over with `chat.resume`. A chat that
+ * nobody claims within WS_RESUME_WINDOW_MS is aborted (usage is still settled).
+ *
+ * Guarantees: seq counts from 0 per chat; a resuming client receives every entry after
+ * `after_seq` exactly once, then the live rest (subscribe first, read the backlog, drop
+ * entries with seq ≤ the last delivered); cancel works from any connection of the user
+ * (through the bus, so on any instance).
+ */
+import { randomUUID } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Bus } from '../engine/bus/index.js';
+import type { StreamBuffer, StreamEntry } from '../engine/stream-buffer/index.js';
+import { toGatewayError } from '../errors/index.js';
+import type { ChatPipeline, ChatSummary } from '../chat/pipeline.js';
+import type { Connection } from './connection.js';
+import type { RealtimeMetrics } from './metrics.js';
+import type { ServerFrame } from './protocol.js';
+
+export const CANCEL_TOPIC = 'ws.chat.cancel';
+/** Most chats one connection may run at once. */
+export const MAX_CHATS_PER_CONNECTION = 32;
+
+interface RunningChat {
+  key: string;
+  userId: string;
+  chatId: string;
+  controller: AbortController;
+  /** The connection receiving the stream, if any. */
+  attached: Connection | null;
+  claimTimer: NodeJS.Timeout | null;
+  finished: Promise<void>;
+}
+
+export interface ChatManagerOptions {
+  pipeline: () => ChatPipeline | undefined;
+  buffer: StreamBuffer;
+  bus: Bus;
+  resumeWindowMs: number;
+  log: FastifyBaseLogger;
+  metrics: RealtimeMetrics;
+}
+
+function chatKey(userId: string, chatId: string): string {
+  return `chat:${userId}:${chatId}`;
+}
+
+function errorFrame(id: string, err: unknown): ServerFrame {
+  const gateway = toGatewayError(err);
+  const frame: ServerFrame = {
+    type: 'chat.error',
+    id,
+    error: { type: gateway.type, message: gateway.expose ? gateway.message : 'Internal server error' },
+  };
+  if (gateway.retryAfterSeconds !== undefined) frame.retry_after_ms = Math.ceil(gateway.retryAfterSeconds * 1000);
+  return frame;
+}
+
+function summaryFrame(id: string, summary: ChatSummary): ServerFrame {
+  if (summary.outcome === 'complete' || summary.outcome === 'cancelled') {
+    return { type: 'chat.done', id, outcome: summary.outcome, usage: summary.usage, stop_reason: summary.stopReason };
+  }
+  return { type: 'chat.error', id, error: summary.error ?? { type: 'api_error', message: 'The chat failed' }, usage: summary.usage };
+}
+
+export class ChatManager {
+  private readonly running = new Map<string, RunningChat>();
+  private unsubscribeCancel: (() => void) | null = null;
+
+  constructor(private readonly options: ChatManagerOptions) {}
+
+  async start(): Promise<void> {
+    this.unsubscribeCancel = await this.options.bus.subscribe(CANCEL_TOPIC, (payload) => {
+      const { userId, chatId } = payload as { userId: string; chatId: string };
+      this.running.get(chatKey(userId, chatId))?.controller.abort();
+    });
+  }
+
+  get size(): number {
+    return this.running.size;
+  }
+
+  /** Starts a chat for the connection's user; refusals arrive as `chat.error` frames. */
+  async run(conn: Connection, chatId: string, request: Record<string, unknown>): Promise<void> {
+    const key = chatKey(conn.meta.userId, chatId);
+    if (this.running.has(key)) {
+      conn.send({ type: 'chat.error', id: chatId, error: { type: 'invalid_request_error', message: `chat id ${chatId} is already in use` } });
+      return;
+    }
+    if (conn.running.size >= MAX_CHATS_PER_CONNECTION) {
+      conn.send({ type: 'chat.error', id: chatId, error: { type: 'rate_limit_error', message: `at most ${MAX_CHATS_PER_CONNECTION} chats at once per connection` }, retry_after_ms: 1000 });
+      return;
+    }
+    const { buffer, resumeWindowMs } = this.options;
+    const chat: RunningChat = { key, userId: conn.meta.userId, chatId, controller: new AbortController(), attached: conn, claimTimer: null, finished: Promise.resolve() };
+    this.running.set(key, chat);
+    conn.running.add(chatId);
+    conn.meta.inFlight = conn.running.size;
+    this.options.metrics.chats.set(this.running.size);
+    let resolveFinished!: () => void;
+    chat.finished = new Promise((resolve) => (resolveFinished = resolve));
+    try {
+      await buffer.open(key, resumeWindowMs);
+      await this.attach(conn, chatId, -1);
+      const last = await this.pump(chat, conn, request);
+      await buffer.end(key, last, resumeWindowMs);
+    } catch (err) {
+      this.options.log.error({ err, chat_id: chatId }, 'websocket chat failed');
+    } finally {
+      if (chat.claimTimer) clearTimeout(chat.claimTimer);
+      this.running.delete(key);
+      conn.running.delete(chatId);
+      conn.meta.inFlight = conn.running.size;
+      this.options.metrics.chats.set(this.running.size);
+      resolveFinished();
+    }
+  }
+
+  /** Runs the pipeline, buffering each event; returns the terminal entry. */
+  private async pump(chat: RunningChat, conn: Connection, request: Record<string, unknown>): Promise<StreamEntry> {
+    const pipeline = this.options.pipeline();
+    if (!pipeline) {
+      return { seq: 0, frame: { type: 'chat.error', id: chat.chatId, error: { type: 'api_error', message: 'Chat is not available on this server' } } };
+    }
+    let seq = 0;
+    let run;
+    try {
+      run = await pipeline.start({
+        auth: conn.auth,
+        request,
+        requestId: `req_${randomUUID().replaceAll('-', '')}`,
+        signal: chat.controller.signal,
+        ip: conn.meta.ip,
+        transport: 'ws',
+      });
+    } catch (err) {
+      return { seq, frame: errorFrame(chat.chatId, err) as Record<string, unknown> };
+    }
+    try {
+      for await (const event of run.events) {
+        await this.options.buffer.append(chat.key, { seq, frame: { type: 'chat.event', id: chat.chatId, seq, event: event.data } });
+        seq += 1;
+      }
+    } catch (err) {
+      // The pipeline reports failures through `done`; an iterator that throws is settled there too.
+      this.options.log.warn({ err, chat_id: chat.chatId }, 'chat event stream ended with an error');
+    }
+    const summary = await run.done;
+    return { seq, frame: summaryFrame(chat.chatId, summary) as Record<string, unknown> };
+  }
+
+  /**
+   * Sends the connection every entry of the chat after `afterSeq`, then the live rest,
+   * each exactly once. Resolves false (nothing sent) when the chat's stream is gone.
+   */
+  async attach(conn: Connection, chatId: string, afterSeq: number): Promise<boolean> {
+    const key = chatKey(conn.meta.userId, chatId);
+    conn.streams.get(chatId)?.();
+    let lastSeq = afterSeq;
+    let pending: StreamEntry[] | null = [];
+    let stopped = false;
+    let unsubscribe: () => void = () => {};
+    const stop = () => {
+      if (stopped) return;
+      stopped = true;
+      unsubscribe();
+      if (conn.streams.get(chatId) === stop) conn.streams.delete(chatId);
+    };
+    const deliver = (entry: StreamEntry) => {
+      if (stopped || entry.seq <= lastSeq) return;
+      lastSeq = entry.seq;
+      conn.send(entry.frame);
+      if (entry.frame.type !== 'chat.event') stop();
+    };
+    conn.streams.set(chatId, stop);
+    unsubscribe = await this.options.buffer.subscribe(key, (entry) => (pending ? pending.push(entry) : deliver(entry)));
+    if (stopped) return false;
+    const backlog = await this.options.buffer.read(key, afterSeq);
+    if (!backlog) {
+      stop();
+      return false;
+    }
+    for (const entry of backlog.entries) deliver(entry);
+    const queued = pending;
+    pending = null;
+    for (const entry of queued) deliver(entry);
+    const chat = this.running.get(key);
+    if (chat && !stopped) {
+      if (chat.attached && chat.attached !== conn) chat.attached.streams.get(chatId)?.();
+      chat.attached = conn;
+      if (chat.claimTimer) clearTimeout(chat.claimTimer);
+      chat.claimTimer = null;
+    }
+    return true;
+  }
+
+  /** `chat.resume`: replays after `afterSeq`, or answers `resume_unavailable`. */
+  async resume(conn: Connection, chatId: string, afterSeq: number): Promise<void> {
+    if (await this.attach(conn, chatId, afterSeq)) return;
+    conn.send({
+      type: 'chat.error',
+      id: chatId,
+      error: { type: 'resume_unavailable', message: `chat ${chatId} cannot be resumed after seq ${afterSeq}: it is unknown, expired or older events were dropped` },
+    });
+  }
+
+  /** `chat.cancel`: aborts the chat wherever it runs; its stream ends with outcome cancelled. */
+  async cancel(conn: Connection, chatId: string): Promise<void> {
+    const key = chatKey(conn.meta.userId, chatId);
+    if (!this.running.has(key) && !(await this.options.buffer.read(key, Number.MAX_SAFE_INTEGER))) {
+      conn.send({ type: 'chat.error', id: chatId, error: { type: 'not_found_error', message: `no chat ${chatId}` } });
+      return;
+    }
+    await this.options.bus.publish(CANCEL_TOPIC, { userId: conn.meta.userId, chatId });
+  }
+
+  /** A socket went away: its chats keep running unclaimed until the resume window ends. */
+  detach(conn: Connection): void {
+    for (const stop of [...conn.streams.values()]) stop();
+    for (const chat of this.running.values()) {
+      if (chat.attached !== conn) continue;
+      chat.attached = null;
+      chat.claimTimer = setTimeout(() => {
+        if (chat.attached === null) chat.controller.abort();
+      }, this.options.resumeWindowMs);
+      chat.claimTimer.unref();
+    }
+  }
+
+  /** Resolves when every running chat has finished, or at `deadline` (epoch ms). */
+  async drain(deadline: number): Promise<boolean> {
+    const all = Promise.all([...this.running.values()].map((c) => c.finished)).then(() => true);
+    const left = deadline - Date.now();
+    if (left <= 0) return this.running.size === 0;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), left)));
+    const result = await Promise.race([all, late]);
+    clearTimeout(timer);
+    return result;
+  }
+
+  /** Aborts every running chat (shutdown past its deadline) and waits for them to settle. */
+  async abortAll(waitMs: number): Promise<void> {
+    for (const chat of this.running.values()) chat.controller.abort();
+    await this.drain(Date.now() + waitMs);
+  }
+
+  async close(): Promise<void> {
+    this.unsubscribeCancel?.();
+    for (const chat of this.running.values()) {
+      chat.controller.abort();
+      if (chat.claimTimer) clearTimeout(chat.claimTimer);
+    }
+  }
+}

@@ -1,0 +1,251 @@
+/**
+ * The WebSocket server: `GET /v1/ws` upgrades on the app's own HTTP server (ws, no
+ * permessage-deflate, maxPayload WS_MAX_MESSAGE_BYTES), authenticated before the upgrade
+ * completes. Owns its registry, chats, heartbeat and fan-out, and cleans up on close:
+ * `preClose` stops upgrades, lets chats finish until the drain deadline, aborts the rest
+ * (usage is still settled), then closes every socket with 1001 in batches.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
+import type { AuthContext } from '../auth/authenticate.js';
+import { allowedOrigins } from '../auth/cookies.js';
+import { MemoryBus } from '../engine/bus/index.js';
+import type { Bus } from '../engine/bus/index.js';
+import { MemoryConnectionDirectory } from '../engine/connections/index.js';
+import type { ConnectionDirectory, ConnectionMeta } from '../engine/connections/index.js';
+import { MemoryStreamBuffer } from '../engine/stream-buffer/index.js';
+import type { StreamBuffer } from '../engine/stream-buffer/index.js';
+import { GatewayError } from '../errors/index.js';
+import { RateLimiter } from '../ratelimit/index.js';
+import { ChatManager, MAX_CHATS_PER_CONNECTION } from './chats.js';
+import { Connection } from './connection.js';
+import { createFanout } from './fanout.js';
+import type { Fanout } from './fanout.js';
+import { createRouter } from './handlers.js';
+import { startHeartbeat } from './heartbeat.js';
+import { createRealtimeMetrics } from './metrics.js';
+import { CloseCode, PROTOCOL } from './protocol.js';
+import { WS_PATH, admitUpgrade, refuseUpgrade } from './upgrade.js';
+
+export interface RealtimeOptions {
+  /** Shared implementations (Redis) when several instances run; memory ones by default. */
+  directory?: ConnectionDirectory;
+  buffer?: StreamBuffer;
+  bus?: Bus;
+  limiter?: RateLimiter;
+}
+
+/** What other features use: broadcasts, kicks and the registry. */
+export interface RealtimeServer {
+  instanceId: string;
+  directory: ConnectionDirectory;
+  fanout: Fanout;
+  /** Connections held by this instance. */
+  localCount(): number;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    realtime: RealtimeServer;
+  }
+}
+
+const CLOSE_BATCH = 500;
+const MAX_ABUSE_PER_MINUTE = 20;
+
+export async function realtimePlugin(app: FastifyInstance, options: RealtimeOptions = {}): Promise<void> {
+  const { config, engine, sessions, authenticate, metrics: registry } = app.services;
+  const instanceId = `ins_${randomBytes(6).toString('hex')}`;
+  const directory = options.directory ?? new MemoryConnectionDirectory();
+  const buffer = options.buffer ?? new MemoryStreamBuffer({ maxEvents: 10_000 });
+  const bus = options.bus ?? new MemoryBus((err, topic) => app.log.error({ err, topic }, 'bus handler failed'));
+  const limiter = options.limiter ?? new RateLimiter({ config, store: engine.rateLimitStore, logger: app.log });
+  const metrics = createRealtimeMetrics(registry);
+  const local = new Map<string, Connection>();
+  /** Upgrades admitted but not yet registered, per user (the cap counts them). */
+  const reserved = new Map<string, number>();
+  const state = { accepting: true };
+  const now = Date.now;
+
+  const chats = new ChatManager({
+    pipeline: () => app.services.chat,
+    buffer,
+    bus,
+    resumeWindowMs: config.wsResumeWindowMs,
+    log: app.log,
+    metrics,
+  });
+  await chats.start();
+  const { fanout, stop: stopFanout } = await createFanout({ bus, directory, instanceId, local });
+  const router = createRouter({ chats, authenticate, log: app.log, now });
+  const stopHeartbeat = startHeartbeat({
+    heartbeatMs: config.wsHeartbeatMs,
+    timeoutMs: config.wsHeartbeatTimeoutMs,
+    idleMs: config.wsIdleTimeoutMs,
+    connections: () => local.values(),
+  });
+  const unsubscribers = [
+    sessions.onRevoke((event) => void fanout.kick({ sessionId: event.sessionId }, { code: CloseCode.unauthenticated, reason: 'session revoked: sign in again', cause: 'revoked' })),
+    sessions.onUserDisabled((userId) => void fanout.kick({ userId }, { code: CloseCode.unauthenticated, reason: 'user disabled', cause: 'revoked' })),
+  ];
+
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    clientTracking: false,
+    maxPayload: config.wsMaxMessageBytes,
+    handleProtocols: (offered) => (offered.has(PROTOCOL) ? PROTOCOL : false),
+  });
+  const deps = {
+    authenticate,
+    limiter,
+    origins: allowedOrigins(config),
+    trustProxy: config.trustProxy,
+    parseCookie: (header: string) => app.parseCookie(header),
+  };
+
+  const onOpen = (ws: WebSocket, auth: AuthContext, info: Awaited<ReturnType<typeof admitUpgrade>>['info']) => {
+    const t = now();
+    const meta: ConnectionMeta = {
+      id: `conn_${randomBytes(12).toString('hex')}`,
+      userId: auth.user.id,
+      roles: auth.permissions.roles,
+      sessionId: auth.sessionId,
+      personalTokenId: auth.personalTokenId,
+      ip: info.ip,
+      userAgent: info.userAgent,
+      connectedAt: t,
+      lastActivityAt: t,
+      protocol: info.protocol ?? PROTOCOL,
+      inFlight: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      instanceId,
+    };
+    const conn = new Connection(ws, meta, auth, { maxBufferedBytes: config.wsMaxBufferedBytes, maxAbusePerMinute: MAX_ABUSE_PER_MINUTE }, () =>
+      metrics.frames.inc({ direction: 'out' }),
+    );
+    local.set(meta.id, conn);
+    metrics.connections.inc();
+    ws.on('message', (data, isBinary) => {
+      const at = now();
+      conn.pingSentAt = 0;
+      conn.lastFrameAt = at;
+      meta.lastActivityAt = at;
+      meta.bytesIn += Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
+      metrics.frames.inc({ direction: 'in' });
+      void router.dispatch(conn, data, isBinary, at);
+    });
+    ws.on('pong', () => {
+      const at = now();
+      if (conn.pingSentAt !== 0) metrics.pingRtt.observe((at - conn.pingSentAt) / 1000);
+      conn.pingSentAt = 0;
+      meta.lastActivityAt = at;
+    });
+    ws.on('error', (err: Error & { code?: string }) => {
+      if (conn.closeCause === null) conn.closeCause = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'too_big' : 'error';
+    });
+    ws.on('close', () => {
+      conn.clearExpiry();
+      local.delete(meta.id);
+      metrics.connections.dec();
+      metrics.terminations.inc({ cause: conn.closeCause ?? 'client' });
+      chats.detach(conn);
+      void directory.remove(meta.id);
+    });
+    conn.scheduleExpiry(t);
+    conn.send({
+      type: 'welcome',
+      connection_id: meta.id,
+      protocol: meta.protocol,
+      user: { id: auth.user.id, display_name: auth.user.displayName, roles: auth.permissions.roles },
+      heartbeat_ms: config.wsHeartbeatMs,
+      expires_at: auth.expiresAt,
+      limits: {
+        max_message_bytes: config.wsMaxMessageBytes,
+        max_connections: config.wsMaxConnectionsPerUser,
+        resume_window_ms: config.wsResumeWindowMs,
+        max_chats: MAX_CHATS_PER_CONNECTION,
+      },
+    });
+    return meta;
+  };
+
+  const handleUpgrade = async (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const requestId = `req_${randomBytes(16).toString('hex')}`;
+    let userId: string | null = null;
+    try {
+      if (!state.accepting) throw new GatewayError('unavailable', 'The server is shutting down; reconnect', { reason: 'draining', retryAfterSeconds: 1 });
+      if (new URL(req.url ?? '/', 'http://localhost').pathname !== WS_PATH) throw new GatewayError('not_found', `No WebSocket endpoint at ${(req.url ?? '').split('?')[0]}`);
+      const { auth, info } = await admitUpgrade(req, deps);
+      const held = (await directory.countByUser(auth.user.id)) + (reserved.get(auth.user.id) ?? 0);
+      if (held >= config.wsMaxConnectionsPerUser) {
+        throw new GatewayError('rate_limited', `At most ${config.wsMaxConnectionsPerUser} connections per user; close one first`, { reason: 'too_many_connections', retryAfterSeconds: 1 });
+      }
+      if (!state.accepting) throw new GatewayError('unavailable', 'The server is shutting down; reconnect', { reason: 'draining', retryAfterSeconds: 1 });
+      if (socket.destroyed) return;
+      userId = auth.user.id;
+      reserved.set(userId, (reserved.get(userId) ?? 0) + 1);
+      await new Promise<void>((resolve) => {
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          const meta = onOpen(ws, auth, info);
+          void directory.add(meta).then(resolve, resolve);
+        });
+        // handleUpgrade answers an invalid handshake itself and never calls back.
+        socket.once('close', () => resolve());
+      });
+      metrics.upgrades.inc({ outcome: 'accepted' });
+    } catch (err) {
+      const status = refuseUpgrade(socket, err, requestId);
+      metrics.upgrades.inc({ outcome: String(status) });
+      if (status >= 500 && !(err instanceof GatewayError)) app.log.error({ err, request_id: requestId }, 'websocket upgrade failed');
+      else app.log.info({ request_id: requestId, status, reason: (err as GatewayError).reason }, 'websocket upgrade refused');
+    } finally {
+      if (userId !== null) {
+        const left = (reserved.get(userId) ?? 1) - 1;
+        if (left <= 0) reserved.delete(userId);
+        else reserved.set(userId, left);
+      }
+    }
+  };
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    void handleUpgrade(req, socket, head);
+  };
+  app.server.on('upgrade', onUpgrade);
+
+  const realtime: RealtimeServer = { instanceId, directory, fanout, localCount: () => local.size };
+  app.decorate('realtime', realtime);
+
+  app.addHook('preClose', async () => {
+    state.accepting = false;
+    app.services.lifecycle.draining = true;
+    app.server.off('upgrade', onUpgrade);
+    // In-flight chats get most of the shutdown budget, then are aborted (and settled).
+    const budget = config.shutdownTimeoutMs;
+    const finished = await chats.drain(now() + Math.floor(budget * 0.6));
+    if (!finished) await chats.abortAll(Math.floor(budget * 0.2));
+    const conns = [...local.values()];
+    for (let i = 0; i < conns.length; i += CLOSE_BATCH) {
+      for (const conn of conns.slice(i, i + CLOSE_BATCH)) conn.close(CloseCode.goingAway, 'server shutting down: reconnect', 'shutdown');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const until = now() + 2_500;
+    while (local.size > 0 && now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
+    for (const conn of local.values()) conn.terminate('shutdown');
+  });
+  app.addHook('onClose', async () => {
+    stopHeartbeat();
+    stopFanout();
+    for (const off of unsubscribers) off();
+    await chats.close();
+    await new Promise<void>((resolve) => wss.close(() => resolve()));
+    if (!options.buffer) await buffer.close();
+    if (!options.bus) await bus.close();
+    if (!options.directory) await directory.close();
+  });
+}

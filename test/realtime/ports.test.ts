@@ -1,0 +1,145 @@
+/**
+ * Contract suites for the realtime ports (connection directory, stream buffer, bus), run
+ * against the in-process implementations; Redis implementations will run the same suites.
+ */
+import { describe, expect, it } from 'vitest';
+import { MemoryBus } from '../../src/engine/bus/index.js';
+import type { Bus } from '../../src/engine/bus/index.js';
+import { MemoryConnectionDirectory } from '../../src/engine/connections/index.js';
+import type { ConnectionDirectory, ConnectionMeta } from '../../src/engine/connections/index.js';
+import { MemoryStreamBuffer } from '../../src/engine/stream-buffer/index.js';
+import type { StreamBuffer, StreamEntry } from '../../src/engine/stream-buffer/index.js';
+
+function meta(id: string, userId: string, extra: Partial<ConnectionMeta> = {}): ConnectionMeta {
+  return {
+    id, userId, roles: ['member'], sessionId: null, personalTokenId: null, ip: '127.0.0.1', userAgent: null,
+    connectedAt: 1000, lastActivityAt: 1000, protocol: 'portcullis.v1', inFlight: 0, bytesIn: 0, bytesOut: 0, instanceId: 'i1', ...extra,
+  };
+}
+
+export function describeDirectoryContract(name: string, factory: () => ConnectionDirectory): void {
+  describe(`ConnectionDirectory contract [${name}]`, () => {
+    it('finds by id and by user, counts, removes idempotently', async () => {
+      const d = factory();
+      await d.add(meta('c1', 'u1'));
+      await d.add(meta('c2', 'u1'));
+      await d.add(meta('c3', 'u2'));
+      expect((await d.get('c2'))?.userId).toBe('u1');
+      expect((await d.byUser('u1')).map((m) => m.id).sort()).toEqual(['c1', 'c2']);
+      expect(await d.countByUser('u1')).toBe(2);
+      expect(await d.count()).toBe(3);
+      expect(await d.remove('c1')).toBe(true);
+      expect(await d.remove('c1')).toBe(false);
+      expect(await d.countByUser('u1')).toBe(1);
+      expect(await d.byUser('nobody')).toEqual([]);
+      await d.close();
+    });
+
+    it('filters by role, connection time, activity, session and instance; answers snapshots', async () => {
+      const d = factory();
+      await d.add(meta('a', 'u1', { roles: ['admin'], connectedAt: 100, lastActivityAt: 500, sessionId: 's1' }));
+      await d.add(meta('b', 'u2', { connectedAt: 200, lastActivityAt: 150, instanceId: 'i2' }));
+      await d.add(meta('c', 'u3', { connectedAt: 300, lastActivityAt: 900 }));
+      const ids = async (f: Parameters<ConnectionDirectory['filter']>[0], limit?: number) => (await d.filter(f, limit)).map((m) => m.id).sort();
+      expect(await ids({ role: 'admin' })).toEqual(['a']);
+      expect(await ids({ connectedBefore: 300 })).toEqual(['a', 'b']);
+      expect(await ids({ connectedAfter: 200 })).toEqual(['b', 'c']);
+      expect(await ids({ idleSince: 600 })).toEqual(['a', 'b']);
+      expect(await ids({ sessionId: 's1' })).toEqual(['a']);
+      expect(await ids({ instanceId: 'i1' })).toEqual(['a', 'c']);
+      expect(await ids({ id: 'b', instanceId: 'i1' })).toEqual([]);
+      expect(await ids({}, 2)).toHaveLength(2);
+      const snapshot = await d.byUser('u1');
+      await d.remove('a');
+      expect(snapshot).toHaveLength(1);
+      await d.close();
+    });
+  });
+}
+
+export function describeStreamBufferContract(name: string, factory: (maxEvents: number) => StreamBuffer): void {
+  const entry = (seq: number, type = 'chat.event'): StreamEntry => ({ seq, frame: { type, seq } });
+  describe(`StreamBuffer contract [${name}]`, () => {
+    it('reads everything after a seq, then the end; unknown streams read null', async () => {
+      const b = factory(100);
+      await b.open('k', 60_000);
+      for (let i = 0; i < 5; i++) await b.append('k', entry(i));
+      expect((await b.read('k', 2))!.entries.map((e) => e.seq)).toEqual([3, 4]);
+      expect((await b.read('k', -1))!.ended).toBe(false);
+      await b.end('k', entry(5, 'chat.done'), 60_000);
+      const all = await b.read('k', -1);
+      expect(all!.entries.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5]);
+      expect(all!.ended).toBe(true);
+      expect(await b.read('missing', -1)).toBeNull();
+      await b.close();
+    });
+
+    it('subscribe-then-read sees every entry exactly once', async () => {
+      const b = factory(100);
+      await b.open('k', 60_000);
+      await b.append('k', entry(0));
+      const got: number[] = [];
+      let last = -1;
+      const take = (e: StreamEntry) => {
+        if (e.seq > last) {
+          last = e.seq;
+          got.push(e.seq);
+        }
+      };
+      const live: StreamEntry[] = [];
+      const off = await b.subscribe('k', (e) => live.push(e));
+      await b.append('k', entry(1));
+      for (const e of (await b.read('k', -1))!.entries) take(e);
+      await b.append('k', entry(2));
+      for (const e of live) take(e);
+      expect(got).toEqual([0, 1, 2]);
+      off();
+      await b.close();
+    });
+
+    it('is all or nothing once older entries were dropped, and expires after its ttl', async () => {
+      const b = factory(3);
+      await b.open('k', 60_000);
+      for (let i = 0; i < 6; i++) await b.append('k', entry(i));
+      expect(await b.read('k', 1)).toBeNull();
+      expect((await b.read('k', 2))!.entries.map((e) => e.seq)).toEqual([3, 4, 5]);
+      await b.open('short', 30);
+      await b.end('short', entry(0, 'chat.done'), 30);
+      await new Promise((r) => setTimeout(r, 60));
+      expect(await b.read('short', -1)).toBeNull();
+      await b.close();
+    });
+  });
+}
+
+export function describeBusContract(name: string, factory: () => Bus): void {
+  describe(`Bus contract [${name}]`, () => {
+    it('delivers copies in order to every subscriber of the topic, survives a throwing one, unsubscribes', async () => {
+      const bus = factory();
+      const a: unknown[] = [];
+      const b: unknown[] = [];
+      await bus.subscribe('t', () => {
+        throw new Error('boom');
+      });
+      const offA = await bus.subscribe('t', (p) => a.push(p));
+      await bus.subscribe('t', (p) => b.push(p));
+      await bus.subscribe('other', () => a.push('wrong'));
+      const payload = { n: 1 };
+      await bus.publish('t', payload);
+      await bus.publish('t', { n: 2 });
+      for (let i = 0; i < 50 && b.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(a).toEqual([{ n: 1 }, { n: 2 }]);
+      expect(b).toEqual([{ n: 1 }, { n: 2 }]);
+      expect(a[0]).not.toBe(payload);
+      offA();
+      await bus.publish('t', { n: 3 });
+      for (let i = 0; i < 50 && b.length < 3; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(a).toHaveLength(2);
+      await bus.close();
+    });
+  });
+}
+
+describeDirectoryContract('memory', () => new MemoryConnectionDirectory());
+describeStreamBufferContract('memory', (maxEvents) => new MemoryStreamBuffer({ maxEvents }));
+describeBusContract('memory', () => new MemoryBus());
