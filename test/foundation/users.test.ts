@@ -1,17 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { UserService } from '../../src/auth/users.js';
-import { GatewayError } from '../../src/errors/index.js';
 import { describeEachDatabase } from '../helpers/env.js';
+import { failure } from '../helpers/errors.js';
 
-async function failure(promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(GatewayError);
-    return err as GatewayError;
-  }
-  throw new Error('expected a GatewayError');
-}
 
 const ISS = 'https://example.test';
 

@@ -3,7 +3,6 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import type { Db } from '../../src/db/index.js';
-import { GatewayError } from '../../src/errors/index.js';
 import type { MasterKeyRing } from '../../src/security/envelope.js';
 import { keyRing } from '../../src/security/envelope.js';
 import { UsageLedger } from '../../src/vault/usage.js';
@@ -11,19 +10,11 @@ import type { KeyVaultOptions } from '../../src/vault/vault.js';
 import { KeyVault } from '../../src/vault/vault.js';
 import { describeEachDatabase } from '../helpers/env.js';
 import { newSecret, usage } from './fixtures.js';
+import { failure } from '../helpers/errors.js';
 
 const healthy = () => true;
 const none = new Set<string>();
 
-async function failure(promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(GatewayError);
-    return err as GatewayError;
-  }
-  throw new Error('expected a GatewayError');
-}
 
 describeEachDatabase('key vault', (ctx) => {
   let db: Db;
