@@ -122,13 +122,16 @@ function latencies(arrivals: Arrivals[], stamps: Record<string, number[]>): { n:
 
 // Warm-up (JIT, connection pools), not measured: a tenth of the chats through the gateway.
 await relayed(Math.max(1, Math.floor(chats / 10)), 'w');
+type Stamps = { stamps: Record<string, number[]>; maxOpen: number };
+await sim.ask<Stamps>('stamps');
 let t0 = performance.now();
 const base = await direct();
 const directSeconds = (performance.now() - t0) / 1000;
+const directOpen = (await sim.ask<Stamps>('stamps')).maxOpen;
 t0 = performance.now();
 const { arrivals, ends } = await relayed(chats, 'c');
 const relayedSeconds = (performance.now() - t0) / 1000;
-const { stamps } = await sim.ask<{ stamps: Record<string, number[]> }>('stamps');
+const { stamps, maxOpen: relayedOpen } = await sim.ask<Stamps>('stamps');
 const { byOutcome: usageRows } = await gateway.ask<{ byOutcome: Record<string, number> }>('usage');
 const b = latencies(base, stamps);
 const g = latencies(arrivals, stamps);
@@ -140,8 +143,8 @@ console.log(
       deltas,
       connections,
       delta_delay_ms: deltaDelayMs,
-      direct: { seconds: Number(directSeconds.toFixed(2)), latency_ms: b },
-      gateway: { seconds: Number(relayedSeconds.toFixed(2)), events, events_per_second: Math.round(events / relayedSeconds), ends, usage_rows_all_phases: usageRows, latency_ms: g },
+      direct: { seconds: Number(directSeconds.toFixed(2)), upstream_streams_at_once: directOpen, latency_ms: b },
+      gateway: { seconds: Number(relayedSeconds.toFixed(2)), upstream_streams_at_once: relayedOpen, events, events_per_second: Math.round(events / relayedSeconds), ends, usage_rows_all_phases: usageRows, latency_ms: g },
       added_ms: { p50: Number((g.p50 - b.p50).toFixed(2)), p90: Number((g.p90 - b.p90).toFixed(2)), p99: Number((g.p99 - b.p99).toFixed(2)) },
     },
     null,

@@ -6,7 +6,8 @@
  * wrote it. With a delta delay every event is its own write, so write i is event i.
  *
  * Environment: BENCH_KEY (the only accepted API key), BENCH_DELTAS, BENCH_DELTA_DELAY_MS.
- * IPC: ready `{url}`; `{cmd:'stamps'}` → `{stamps: {[messageId]: number[]}}`; `{cmd:'stop'}`.
+ * IPC: ready `{url}`; `{cmd:'stamps'}` → `{stamps: {[messageId]: number[]}, maxOpen}` (most
+ * requests open at once since the last ask); `{cmd:'stop'}`.
  */
 import type { ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
@@ -19,10 +20,14 @@ const sim = await buildSimulator({
   maxLoggedRequests: 100_000,
 });
 const stamps: Record<string, number[]> = {};
+/** Streams open at once, now and at most (how much concurrency reached the upstream). */
+const open = { now: 0, max: 0 };
 const wallNow = () => performance.timeOrigin + performance.now();
 
 sim.app.addHook('onRequest', async (_request, reply) => {
   const raw: ServerResponse = reply.raw;
+  open.max = Math.max(open.max, ++open.now);
+  raw.once('close', () => (open.now -= 1));
   const write = raw.write.bind(raw) as (...args: unknown[]) => boolean;
   let times: number[] | null = null;
   raw.write = ((chunk: unknown, ...rest: unknown[]) => {
@@ -38,7 +43,10 @@ sim.app.addHook('onRequest', async (_request, reply) => {
 
 const url = await sim.listen();
 process.on('message', (message: { cmd: string }) => {
-  if (message.cmd === 'stamps') process.send!({ stamps, served: sim.requests.length });
+  if (message.cmd === 'stamps') {
+    process.send!({ stamps, maxOpen: open.max });
+    open.max = open.now;
+  }
   if (message.cmd === 'stop') void sim.close().then(() => process.exit(0));
 });
 process.send!({ url });

@@ -203,6 +203,29 @@ describe('WebSocket chats on the real pipeline', () => {
     }
   });
 
+  it('streams at most UPSTREAM_CONNECTIONS chats upstream at once; the others wait their turn', async () => {
+    const t = await startChatApp({ sim: { deltas: 12, deltaDelayMs: 10 }, env: { UPSTREAM_CONNECTIONS: '1' } });
+    try {
+      const user = await makeUser(t.app);
+      const c = await connect(t, user);
+      const order: string[] = [];
+      c.ws.on('message', (data) => {
+        const f = JSON.parse(String(data)) as { type: string; id?: string; event?: { type: string } };
+        if (f.type === 'chat.event') order.push(`${f.id}:${f.event!.type}`);
+      });
+      c.send({ type: 'chat', id: 'first', request: chatRequest('first') });
+      c.send({ type: 'chat', id: 'second', request: chatRequest('second') });
+      const ends = await Promise.all([collect(c, 'first'), collect(c, 'second')]);
+      expect(ends.map((e) => e.end.type)).toEqual(['chat.done', 'chat.done']);
+      // One upstream socket: whichever stream got it first ends before the other one starts.
+      const [x, y] = order[0]!.startsWith('first') ? ['first', 'second'] : ['second', 'first'];
+      expect(order.indexOf(`${x}:message_stop`)).toBeLessThan(order.indexOf(`${y}:message_start`));
+      c.close();
+    } finally {
+      await t.close();
+    }
+  });
+
   it('aborts and settles a chat nobody reclaims within the resume window, then refuses its resume', async () => {
     const t = await startChatApp({ sim: { deltas: 200, deltaDelayMs: 20 }, env: { WS_RESUME_WINDOW_MS: '150ms' } });
     try {
