@@ -153,6 +153,21 @@ describe('WebSocket chats on the real pipeline', () => {
       other.close();
     });
 
+    it('cancels a chat still waiting for upstream headers: chat.done cancelled, usage row cancelled', async () => {
+      const user = await makeUser(t.app);
+      const c = await connect(t, user);
+      c.send({ type: 'chat', id: 'waiting', request: chatRequest('<<sim:{"latencyMs":3000}>>') });
+      for (let i = 0; i < 100 && (await t.app.inject({ method: 'GET', url: '/metrics' })).body.match(/portcullis_ws_chats_running 1/) === null; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      c.send({ type: 'chat.cancel', id: 'waiting' });
+      const { events, end } = await collect(c, 'waiting');
+      expect(events).toEqual([]);
+      expect(end).toMatchObject({ type: 'chat.done', outcome: 'cancelled', stop_reason: null });
+      expect(await t.usageRows(user.id)).toMatchObject([{ outcome: 'cancelled', input_tokens: 0, output_tokens: 0 }]);
+      c.close();
+    });
+
     it('resumes on a new connection after the socket was destroyed mid-stream, with no gap and no duplicate', async () => {
       const user = await makeUser(t.app);
       const c = await connect(t, user);
