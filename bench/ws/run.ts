@@ -5,29 +5,20 @@
  *
  *   npx tsx bench/ws/run.ts [connections=10000] [concurrency=200]
  */
-import { fork } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
+import { startChild } from './child.js';
 
 const total = Number(process.argv[2] ?? 10_000);
 const concurrency = Number(process.argv[3] ?? 200);
 
-type Reply = { url?: string; tokens?: string[]; memory?: NodeJS.MemoryUsage; connections?: number };
-const child = fork(fileURLToPath(new URL('./server.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: 'inherit' });
-const replies: Array<(r: Reply) => void> = [];
-child.on('message', (m: Reply) => replies.shift()?.(m));
-const nextReply = () => new Promise<Reply>((resolve) => replies.push(resolve));
-const ask = async (cmd: string) => {
-  const reply = nextReply();
-  child.send({ cmd });
-  return reply;
-};
-
-const { url, tokens } = await nextReply();
+type MemoryReply = { memory: NodeJS.MemoryUsage; connections: number };
+const gateway = await startChild<{ url: string; tokens: string[] }>('./server.ts');
+const { url, tokens } = gateway.ready;
+const ask = (cmd: string) => gateway.ask<MemoryReply>(cmd);
 const sockets: WebSocket[] = [];
 const open = (i: number) =>
   new Promise<void>((resolve, reject) => {
-    const ws = new WebSocket(url!, ['portcullis.v1', `bearer.${tokens![i % tokens!.length]}`], { perMessageDeflate: false });
+    const ws = new WebSocket(url, ['portcullis.v1', `bearer.${tokens[i % tokens.length]}`], { perMessageDeflate: false });
     ws.once('message', () => resolve()); // the welcome frame: fully set up
     ws.once('error', reject);
     sockets.push(ws);
@@ -35,7 +26,7 @@ const open = (i: number) =>
 
 // Warm up (JIT, caches), then measure from a settled baseline.
 await Promise.all(Array.from({ length: 50 }, (_, i) => open(i)));
-const before = (await ask('memory')).memory!;
+const before = (await ask('memory')).memory;
 const started = process.hrtime.bigint();
 let next = 50;
 const limit = total + 50;
@@ -52,10 +43,10 @@ console.log(JSON.stringify({
   connections: after.connections,
   setup_seconds: Number(seconds.toFixed(2)),
   setups_per_second: Math.round(total / seconds),
-  heap_kb_per_connection: Number(per(before.heapUsed, after.memory!.heapUsed)),
-  rss_kb_per_connection: Number(per(before.rss, after.memory!.rss)),
-  external_kb_per_connection: Number(per(before.external + before.arrayBuffers, after.memory!.external + after.memory!.arrayBuffers)),
-  server_rss_mb: Math.round(after.memory!.rss / 1048576),
+  heap_kb_per_connection: Number(per(before.heapUsed, after.memory.heapUsed)),
+  rss_kb_per_connection: Number(per(before.rss, after.memory.rss)),
+  external_kb_per_connection: Number(per(before.external + before.arrayBuffers, after.memory.external + after.memory.arrayBuffers)),
+  server_rss_mb: Math.round(after.memory.rss / 1048576),
 }, null, 2));
 for (const ws of sockets) ws.terminate();
-child.send({ cmd: 'stop' });
+await gateway.stop();

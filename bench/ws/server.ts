@@ -1,6 +1,9 @@
 /**
- * The gateway under test for bench/ws/run.ts, in its own process so its memory is measured
- * alone. Started with fork(); answers `{cmd:'memory'}` with process.memoryUsage() after a GC.
+ * The gateway under test for bench/ws/run.ts and bench/ws/chats.ts, in its own process so
+ * that its memory and CPU are measured alone. Extra settings come as JSON in
+ * BENCH_GATEWAY_ENV (e.g. the simulator as upstream). IPC: ready `{url, tokens}`;
+ * `{cmd:'memory'}` → process.memoryUsage() after a GC; `{cmd:'usage'}` → the usage_records
+ * rows counted by outcome; `{cmd:'stop'}` closes gracefully and exits.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +23,7 @@ const config = loadConfig({
   RATE_LIMIT_IP_UPGRADE_PER_MIN: '0',
   RATE_LIMIT_AUTH_FAILURES_PER_MIN: '0',
   WS_MAX_CONNECTIONS_PER_USER: '100000',
+  ...(JSON.parse(process.env.BENCH_GATEWAY_ENV ?? '{}') as Record<string, string>),
 });
 const engine = await createEngine(config);
 const app = await buildApp(config, engine);
@@ -38,8 +42,18 @@ function memory() {
   return process.memoryUsage();
 }
 
+async function usage(): Promise<Record<string, number>> {
+  const rows = await engine.database.db
+    .selectFrom('usage_records')
+    .select(['outcome', (eb) => eb.fn.countAll<number>().as('n')])
+    .groupBy('outcome')
+    .execute();
+  return Object.fromEntries(rows.map((r) => [r.outcome, Number(r.n)]));
+}
+
 process.on('message', (message: { cmd: string }) => {
   if (message.cmd === 'memory') process.send!({ memory: memory(), connections: app.realtime.localCount() });
+  if (message.cmd === 'usage') void usage().then((byOutcome) => process.send!({ byOutcome }));
   if (message.cmd === 'stop') {
     void app.close().then(() => engine.close()).then(() => {
       rmSync(dir, { recursive: true, force: true });

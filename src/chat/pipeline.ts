@@ -210,28 +210,41 @@ export class ChatPipeline {
   /**
    * A streaming chat for a door without HTTP (the WebSocket): the same pipeline, with the
    * events parsed. Rejects before any event when refused; an upstream client error (400…)
-   * becomes a GatewayError carrying upstream's type and message.
+   * becomes a GatewayError carrying upstream's type and message. A chat aborted through
+   * `signal` before its stream began does not reject: it resolves with no events and `done`
+   * says `cancelled` (usage settled). Once `events` has been read to its end (or its
+   * iteration stopped), `done` resolves, after the usage record is written.
    */
   async start(options: ChatStartOptions): Promise<ChatRun> {
     let resolveDone!: (summary: ChatSummary) => void;
     const done = new Promise<ChatSummary>((resolve) => (resolveDone = resolve));
     const body = Buffer.from(JSON.stringify({ ...options.request, stream: true }));
-    const result = await this.messages(
-      {
-        auth: options.auth,
-        path: '/v1/messages',
-        headers: { 'anthropic-version': DEFAULT_ANTHROPIC_VERSION, 'content-type': 'application/json' },
-        body,
-        requestId: options.requestId,
-        signal: options.signal,
-        transport: options.transport,
-      },
-      resolveDone,
-    );
+    let result: ProxyResult;
+    try {
+      result = await this.messages(
+        {
+          auth: options.auth,
+          path: '/v1/messages',
+          headers: { 'anthropic-version': DEFAULT_ANTHROPIC_VERSION, 'content-type': 'application/json' },
+          body,
+          requestId: options.requestId,
+          signal: options.signal,
+          transport: options.transport,
+        },
+        resolveDone,
+      );
+    } catch (err) {
+      if (!options.signal.aborted) throw err;
+      // Settled as cancelled by messages() when it got that far; resolving twice is a no-op.
+      resolveDone({ outcome: 'cancelled', usage: wireUsage(emptyUsage()), stopReason: null });
+      return { events: noEvents(), done };
+    }
     if (result.kind === 'buffered') throw upstreamError(result.status, result.bytes);
     return { events: ChatEvents.parse(result.chunks), done };
   }
 }
+
+async function* noEvents(): AsyncGenerator<ChatEvent> {}
 
 function errorTypeOf(bytes: Buffer): string | null {
   try {

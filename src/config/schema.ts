@@ -324,6 +324,13 @@ export const settings = {
     default: '4194304',
     doc: 'Outgoing bytes a connection may have queued (bufferedAmount); a slower client is closed with 4008.',
   }),
+  // WebSocket finish (feat/ws-finish): upstream concurrency for many streaming chats
+  upstreamConnections: setting({
+    env: 'UPSTREAM_CONNECTIONS',
+    parser: integer(1, 1_000_000),
+    default: '1024',
+    doc: 'Most sockets open to the upstream at once. A streaming chat holds one for its whole length (HTTP/1.1), so this caps the chats streaming at once per instance; requests beyond it wait in a queue.',
+  }),
 };
 
 export type Settings = typeof settings;

@@ -7,6 +7,7 @@
  * the usage the client was told. Nothing is logged per request unless `logger: true`.
  * Each simulator owns all its state: build as many as you like.
  */
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify from 'fastify';
 import type { FastifyInstance } from 'fastify';
@@ -46,6 +47,8 @@ export async function buildSimulator(options: SimulatorOptions = {}): Promise<Si
   const requests: SimulatedRequest[] = [];
   const faults = new FaultBook();
   const lifetime = new AbortController();
+  // Every pending delay listens on it: one listener per concurrent stream is expected.
+  setMaxListeners(0, lifetime.signal);
 
   const app = Fastify({
     logger: opts.logger ?? false,

@@ -16,7 +16,7 @@ export interface UpstreamClientOptions {
   headersTimeoutMs?: number;
   /** Longest silence between body chunks (UPSTREAM_TIMEOUT_MS, 600 s). */
   bodyTimeoutMs?: number;
-  /** Sockets kept to upstream at most (128). */
+  /** Sockets open to upstream at most (128); each running stream holds one. UPSTREAM_CONNECTIONS. */
   connections?: number;
   /** Idle keep-alive per socket (30 s). */
   keepAliveTimeoutMs?: number;

@@ -40,14 +40,26 @@ export interface Upstream {
 export function createUpstream(
   config: Pick<
     Config,
-    'anthropicBaseUrl' | 'upstreamMaxRetries' | 'upstreamDeadlineMs' | 'upstreamTimeoutMs' | 'circuitFailureThreshold' | 'circuitCooldownMs' | 'fallbackModels'
+    | 'anthropicBaseUrl'
+    | 'upstreamMaxRetries'
+    | 'upstreamDeadlineMs'
+    | 'upstreamTimeoutMs'
+    | 'upstreamConnections'
+    | 'circuitFailureThreshold'
+    | 'circuitCooldownMs'
+    | 'fallbackModels'
   >,
   options: { baseUrl?: string; clock?: Clock } = {},
 ): Upstream {
   const baseUrl = options.baseUrl ?? config.anthropicBaseUrl;
   const clock = options.clock;
   return {
-    client: new UpstreamClient({ baseUrl, headersTimeoutMs: config.upstreamDeadlineMs, bodyTimeoutMs: config.upstreamTimeoutMs }),
+    client: new UpstreamClient({
+      baseUrl,
+      headersTimeoutMs: config.upstreamDeadlineMs,
+      bodyTimeoutMs: config.upstreamTimeoutMs,
+      connections: config.upstreamConnections,
+    }),
     circuits: new CircuitBreakers({
       failureThreshold: config.circuitFailureThreshold,
       cooldownMs: config.circuitCooldownMs,

@@ -1,14 +1,15 @@
 /**
- * Chats over WebSocket against the simulator: streaming with seq, two at once, duplicate
- * ids, refusals, cancel, resume after a killed socket, the resume window, graceful shutdown.
+ * Chats over WebSocket through the real chat pipeline, with the simulator as the upstream
+ * (a real key, real HTTP/SSE): streaming with seq, usage rows matching what the simulator
+ * reported, two at once, duplicate ids, refusals, upstream errors, cancel, resume after a
+ * killed socket, the resume window, graceful shutdown.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { User } from '../../src/auth/users.js';
-import { buildSimulator } from '../../src/simulator/index.js';
-import type { Simulator } from '../../src/simulator/index.js';
+import type { SimulatedRequest } from '../../src/simulator/index.js';
 import type { Frame } from './helpers.js';
-import { TestClient, accessToken, chatRequest, makeUser, simulatorPipeline, startApp } from './helpers.js';
-import type { WsTestApp } from './helpers.js';
+import { TestClient, UPSTREAM_KEY, accessToken, chatRequest, makeUser, startChatApp } from './helpers.js';
+import type { ChatTestApp, WsTestApp } from './helpers.js';
 
 async function connect(t: WsTestApp, user: User): Promise<TestClient> {
   const { token } = await accessToken(t.app, user);
@@ -31,43 +32,62 @@ function expectSeqInOrder(events: Frame[], from = 0): void {
   expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => from + i));
 }
 
-describe('WebSocket chats', () => {
-  let sim: Simulator;
-  let simUrl: string;
-  beforeAll(async () => {
-    sim = await buildSimulator({ deltas: 12, deltaDelayMs: 15 });
-    simUrl = await sim.listen();
-  });
-  afterAll(() => sim.close());
+function eventTypes(events: Frame[]): string[] {
+  return events.map((e) => (e.event as { type: string }).type);
+}
 
+/** The simulator's answers to chats (not count_tokens or models), oldest first. */
+function served(t: ChatTestApp): SimulatedRequest[] {
+  return t.sim.requests.filter((r) => r.path === '/v1/messages');
+}
+
+async function until<T>(read: () => Promise<T>, ok: (value: T) => boolean, tries = 150): Promise<T> {
+  let value = await read();
+  for (let i = 0; i < tries && !ok(value); i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    value = await read();
+  }
+  return value;
+}
+
+describe('WebSocket chats on the real pipeline', () => {
   describe('on one instance', () => {
-    let t: WsTestApp;
-    let user: User;
-    let pipeline: ReturnType<typeof simulatorPipeline>;
+    let t: ChatTestApp;
     beforeAll(async () => {
-      t = await startApp();
-      pipeline = simulatorPipeline(simUrl);
-      (t.app.services as { chat?: unknown }).chat = pipeline;
-      user = await makeUser(t.app);
+      t = await startChatApp({ sim: { deltas: 12, deltaDelayMs: 15 } });
     });
     afterAll(() => t.close());
 
-    it('streams a chat end to end with seq in order, then chat.done with the usage recorded', async () => {
+    it('streams a chat end to end with seq in order, then chat.done; the usage row matches what the simulator reported', async () => {
+      const user = await makeUser(t.app);
       const c = await connect(t, user);
       c.send({ type: 'chat', id: 'one', request: chatRequest() });
       const { events, end } = await collect(c, 'one');
       expectSeqInOrder(events);
-      expect((events[0]!.event as { type: string }).type).toBe('message_start');
-      expect((events.at(-1)!.event as { type: string }).type).toBe('message_stop');
-      expect(events.filter((e) => (e.event as { type: string }).type === 'content_block_delta')).toHaveLength(12);
+      const types = eventTypes(events);
+      expect(types[0]).toBe('message_start');
+      expect(types.at(-1)).toBe('message_stop');
+      expect(types.filter((x) => x === 'content_block_delta')).toHaveLength(12);
       expect(end).toMatchObject({ type: 'chat.done', outcome: 'complete', stop_reason: 'end_turn' });
-      const usage = end.usage as { input_tokens: number; output_tokens: number };
-      expect(usage.output_tokens).toBeGreaterThan(0);
-      expect(pipeline.settled.at(-1)).toMatchObject({ outcome: 'complete', usage });
+      const upstream = served(t).at(-1)!;
+      expect(upstream).toMatchObject({ key: UPSTREAM_KEY, stream: true, status: 200, outcome: 'complete' });
+      expect(end.usage).toEqual(upstream.usage);
+      const rows = await t.usageRows(user.id);
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({
+        outcome: 'complete',
+        stream: 1,
+        status: 200,
+        model: 'claude-sonnet-4-5',
+        input_tokens: upstream.usage!.input_tokens,
+        output_tokens: upstream.usage!.output_tokens,
+      });
+      expect(rows[0]!.key_id).not.toBeNull();
       c.close();
     });
 
-    it('runs two chats at once on one connection and refuses a duplicate id', async () => {
+    it('runs two chats at once on one connection and refuses a duplicate id; both are recorded', async () => {
+      const user = await makeUser(t.app);
       const c = await connect(t, user);
       c.send({ type: 'chat', id: 'a', request: chatRequest('first') });
       c.send({ type: 'chat', id: 'b', request: chatRequest('second') });
@@ -78,35 +98,78 @@ describe('WebSocket chats', () => {
       expectSeqInOrder(a.events);
       expectSeqInOrder(b.events);
       expect([a.end.type, b.end.type]).toEqual(['chat.done', 'chat.done']);
+      const rows = await t.usageRows(user.id);
+      expect(rows.map((r) => r.outcome)).toEqual(['complete', 'complete']);
       c.close();
     });
 
-    it('answers a refused chat with chat.error and retry_after_ms', async () => {
+    it('answers an upstream refusal before the stream with chat.error carrying upstream type and message, recorded as an error', async () => {
+      const user = await makeUser(t.app);
       const c = await connect(t, user);
-      c.send({ type: 'chat', id: 'limited', request: chatRequest('x', { model: 'rate-limited' }) });
-      const { events, end } = await collect(c, 'limited');
+      const fault = JSON.stringify({ status: 400, message: 'messages: too many images' });
+      c.send({ type: 'chat', id: 'bad', request: chatRequest(`<<sim:${fault}>>`) });
+      const { events, end } = await collect(c, 'bad');
       expect(events).toEqual([]);
-      expect(end).toMatchObject({ type: 'chat.error', error: { type: 'rate_limit_error' }, retry_after_ms: 3000 });
+      expect(end).toMatchObject({ type: 'chat.error', error: { type: 'invalid_request_error', message: 'messages: too many images' } });
+      expect(await t.usageRows(user.id)).toMatchObject([{ outcome: 'error', status: 400, error_type: 'invalid_request_error' }]);
       c.close();
     });
 
-    it('cancels a chat from another connection of the same user; usage is settled', async () => {
+    it('ends a stream that fails upstream mid-way with chat.error and the usage so far; the connection stays usable', async () => {
+      const user = await makeUser(t.app);
+      const c = await connect(t, user);
+      const fault = JSON.stringify({ errorAfterDeltas: 3 });
+      c.send({ type: 'chat', id: 'broken', request: chatRequest(`<<sim:${fault}>>`) });
+      const { events, end } = await collect(c, 'broken');
+      expectSeqInOrder(events);
+      expect(eventTypes(events).at(-1)).toBe('error');
+      expect(end).toMatchObject({ type: 'chat.error', error: { type: 'overloaded_error' } });
+      expect((end.usage as { input_tokens: number }).input_tokens).toBe(served(t).at(-1)!.usage!.input_tokens);
+      expect(await t.usageRows(user.id)).toMatchObject([{ outcome: 'failed_midstream', error_type: 'overloaded_error' }]);
+      c.send({ type: 'ping' });
+      expect(await c.next('pong')).toEqual({ type: 'pong' });
+      c.close();
+    });
+
+    it('cancels a chat from another connection of the same user; usage is settled as cancelled', async () => {
+      const user = await makeUser(t.app);
       const c = await connect(t, user);
       const other = await connect(t, user);
-      c.send({ type: 'chat', id: 'long', request: chatRequest() });
+      const servedBefore = served(t).length;
+      c.send({ type: 'chat', id: 'long', request: chatRequest('long', { messages: [{ role: 'user', content: `<<sim:{"deltas":200,"deltaDelayMs":20}>> ${'word '.repeat(300)}` }] }) });
       await c.next((f) => f.type === 'chat.event' && f.id === 'long');
-      const before = pipeline.settled.length;
       other.send({ type: 'chat.cancel', id: 'long' });
       const { end } = await collect(c, 'long');
-      expect(end).toMatchObject({ type: 'chat.done', outcome: 'cancelled' });
-      expect(pipeline.settled.length).toBe(before + 1);
+      expect(end).toMatchObject({ type: 'chat.done', outcome: 'cancelled', stop_reason: null });
+      const rows = await t.usageRows(user.id);
+      expect(rows).toMatchObject([{ outcome: 'cancelled', status: 200 }]);
+      // The simulator logs a request when its response ends, i.e. once it saw the abort.
+      const upstream = (await until(async () => served(t), (r) => r.length > servedBefore)).at(-1)!;
+      expect(upstream.outcome).toBe('aborted');
+      expect(rows[0]!.input_tokens).toBe(upstream.usage!.input_tokens);
       other.send({ type: 'chat.cancel', id: 'never-started' });
       expect(await other.next('chat.error')).toMatchObject({ id: 'never-started', error: { type: 'not_found_error' } });
       c.close();
       other.close();
     });
 
+    it('cancels a chat still waiting for upstream headers: chat.done cancelled, usage row cancelled', async () => {
+      const user = await makeUser(t.app);
+      const c = await connect(t, user);
+      c.send({ type: 'chat', id: 'waiting', request: chatRequest('<<sim:{"latencyMs":3000}>>') });
+      for (let i = 0; i < 100 && (await t.app.inject({ method: 'GET', url: '/metrics' })).body.match(/portcullis_ws_chats_running 1/) === null; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      c.send({ type: 'chat.cancel', id: 'waiting' });
+      const { events, end } = await collect(c, 'waiting');
+      expect(events).toEqual([]);
+      expect(end).toMatchObject({ type: 'chat.done', outcome: 'cancelled', stop_reason: null });
+      expect(await t.usageRows(user.id)).toMatchObject([{ outcome: 'cancelled', input_tokens: 0, output_tokens: 0 }]);
+      c.close();
+    });
+
     it('resumes on a new connection after the socket was destroyed mid-stream, with no gap and no duplicate', async () => {
+      const user = await makeUser(t.app);
       const c = await connect(t, user);
       c.send({ type: 'chat', id: 'resumable', request: chatRequest() });
       const seen: Frame[] = [];
@@ -119,9 +182,11 @@ describe('WebSocket chats', () => {
       const rest = await collect(d, 'resumable');
       expectSeqInOrder(rest.events, lastSeq + 1);
       expect(rest.end).toMatchObject({ type: 'chat.done', outcome: 'complete' });
-      const all = [...seen, ...rest.events].map((e) => (e.event as { type: string }).type);
+      const all = eventTypes([...seen, ...rest.events]);
       expect(all[0]).toBe('message_start');
       expect(all.at(-1)).toBe('message_stop');
+      expect(all.filter((x) => x === 'content_block_delta')).toHaveLength(12);
+      expect(await t.usageRows(user.id)).toMatchObject([{ outcome: 'complete' }]);
       // A resume after completion replays everything, all or nothing.
       d.send({ type: 'chat.resume', id: 'resumable', after_seq: -1 });
       const replay = await collect(d, 'resumable');
@@ -132,56 +197,105 @@ describe('WebSocket chats', () => {
     });
   });
 
-  it('aborts and settles a chat nobody reclaims within the resume window, then refuses its resume', async () => {
-    const t = await startApp({ WS_RESUME_WINDOW_MS: '150ms' });
+  it('answers a chat over the rate limit with chat.error rate_limit_error and retry_after_ms', async () => {
+    const t = await startChatApp({ env: { RATE_LIMIT_RPM: '1' } });
     try {
-      const slow = await buildSimulator({ deltas: 200, deltaDelayMs: 20 });
-      const pipeline = simulatorPipeline(await slow.listen());
-      (t.app.services as { chat?: unknown }).chat = pipeline;
       const user = await makeUser(t.app);
       const c = await connect(t, user);
-      c.send({ type: 'chat', id: 'orphan', request: chatRequest() });
-      await c.next((f) => f.type === 'chat.event');
-      c.ws.terminate();
-      for (let i = 0; i < 100 && pipeline.settled.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(pipeline.settled).toMatchObject([{ outcome: 'cancelled' }]);
-      await new Promise((r) => setTimeout(r, 300));
-      const d = await connect(t, user);
-      d.send({ type: 'chat.resume', id: 'orphan', after_seq: 0 });
-      expect(await d.next('chat.error')).toMatchObject({ error: { type: 'resume_unavailable' } });
-      d.close();
-      await slow.close();
+      c.send({ type: 'chat', id: 'first', request: chatRequest() });
+      expect((await collect(c, 'first')).end).toMatchObject({ type: 'chat.done', outcome: 'complete' });
+      c.send({ type: 'chat', id: 'second', request: chatRequest() });
+      const { events, end } = await collect(c, 'second');
+      expect(events).toEqual([]);
+      expect(end).toMatchObject({ type: 'chat.error', id: 'second', error: { type: 'rate_limit_error' } });
+      expect(end.retry_after_ms).toBeGreaterThan(0);
+      expect(end.retry_after_ms).toBeLessThanOrEqual(60_000);
+      expect(served(t)).toHaveLength(1);
+      expect(await t.usageRows(user.id)).toHaveLength(1);
+      c.close();
     } finally {
       await t.close();
     }
   });
 
-  it('shuts down gracefully during 50 streams: each completes or gets 1001, all usage recorded', async () => {
-    const t = await startApp({ SHUTDOWN_TIMEOUT_MS: '1500' });
-    const slow = await buildSimulator({ deltas: 60, deltaDelayMs: 25 });
-    const pipeline = simulatorPipeline(await slow.listen());
-    (t.app.services as { chat?: unknown }).chat = pipeline;
-    const clients: TestClient[] = [];
-    for (let u = 0; u < 5; u++) {
+  it('streams at most UPSTREAM_CONNECTIONS chats upstream at once; the others wait their turn', async () => {
+    const t = await startChatApp({ sim: { deltas: 12, deltaDelayMs: 10 }, env: { UPSTREAM_CONNECTIONS: '1' } });
+    try {
       const user = await makeUser(t.app);
-      for (let k = 0; k < 2; k++) clients.push(await connect(t, user));
+      const c = await connect(t, user);
+      const order: string[] = [];
+      c.ws.on('message', (data) => {
+        const f = JSON.parse(String(data)) as { type: string; id?: string; event?: { type: string } };
+        if (f.type === 'chat.event') order.push(`${f.id}:${f.event!.type}`);
+      });
+      c.send({ type: 'chat', id: 'first', request: chatRequest('first') });
+      c.send({ type: 'chat', id: 'second', request: chatRequest('second') });
+      const ends = await Promise.all([collect(c, 'first'), collect(c, 'second')]);
+      expect(ends.map((e) => e.end.type)).toEqual(['chat.done', 'chat.done']);
+      // One upstream socket: whichever stream got it first ends before the other one starts.
+      const [x, y] = order[0]!.startsWith('first') ? ['first', 'second'] : ['second', 'first'];
+      expect(order.indexOf(`${x}:message_stop`)).toBeLessThan(order.indexOf(`${y}:message_start`));
+      c.close();
+    } finally {
+      await t.close();
     }
-    const ends = clients.flatMap((c, i) =>
-      [0, 1, 2, 3, 4].map((j) => {
-        const id = `s${i}-${j}`;
-        c.send({ type: 'chat', id, request: chatRequest(`stream ${id}`, { metadata: { user_id: `u${j}` } }) });
-        return collect(c, id, 8000).then((r) => r.end.type === 'chat.done' ? (r.end.outcome as string) : 'error', () => 'none');
-      }),
-    );
-    await Promise.all(clients.map((c) => c.next((f) => f.type === 'chat.event')));
-    const started = Date.now();
-    await t.close();
-    expect(Date.now() - started).toBeLessThan(5000);
-    const closes = await Promise.all(clients.map((c) => c.closed));
-    expect(closes.every((c) => c.code === 1001)).toBe(true);
-    const outcomes = await Promise.all(ends);
-    expect(outcomes.every((o) => o === 'complete' || o === 'cancelled')).toBe(true);
-    expect(pipeline.settled).toHaveLength(50);
-    await slow.close();
+  });
+
+  it('aborts and settles a chat nobody reclaims within the resume window, then refuses its resume', async () => {
+    const t = await startChatApp({ sim: { deltas: 200, deltaDelayMs: 20 }, env: { WS_RESUME_WINDOW_MS: '150ms' } });
+    try {
+      const user = await makeUser(t.app);
+      const c = await connect(t, user);
+      c.send({ type: 'chat', id: 'orphan', request: chatRequest() });
+      await c.next((f) => f.type === 'chat.event');
+      c.ws.terminate();
+      const rows = await until(() => t.usageRows(user.id), (r) => r.length > 0);
+      expect(rows).toMatchObject([{ outcome: 'cancelled' }]);
+      await new Promise((r) => setTimeout(r, 300));
+      const d = await connect(t, user);
+      d.send({ type: 'chat.resume', id: 'orphan', after_seq: 0 });
+      expect(await d.next('chat.error')).toMatchObject({ error: { type: 'resume_unavailable' } });
+      d.close();
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('shuts down gracefully during 50 streams: each completes or gets 1001, exactly 50 usage rows', async () => {
+    const t = await startChatApp({ sim: { deltas: 60, deltaDelayMs: 25 }, env: { SHUTDOWN_TIMEOUT_MS: '1500' } });
+    try {
+      const clients: TestClient[] = [];
+      const users: User[] = [];
+      for (let u = 0; u < 5; u++) {
+        const user = await makeUser(t.app);
+        users.push(user);
+        for (let k = 0; k < 2; k++) clients.push(await connect(t, user));
+      }
+      const ends = clients.flatMap((c, i) =>
+        [0, 1, 2, 3, 4].map((j) => {
+          const id = `s${i}-${j}`;
+          c.send({ type: 'chat', id, request: chatRequest(`stream ${id}`) });
+          return collect(c, id, 8000).then((r) => (r.end.type === 'chat.done' ? (r.end.outcome as string) : 'error'), () => 'none');
+        }),
+      );
+      await Promise.all(clients.map((c) => c.next((f) => f.type === 'chat.event')));
+      const started = Date.now();
+      await t.stopApp();
+      // No hang: the shutdown budget (1.5 s) plus the 2.5 s wait for close frames, with slack for a loaded machine.
+      expect(Date.now() - started).toBeLessThan(8000);
+      const closes = await Promise.all(clients.map((c) => c.closed));
+      expect(closes.every((c) => c.code === 1001)).toBe(true);
+      const outcomes = await Promise.all(ends);
+      expect(outcomes.every((o) => o === 'complete' || o === 'cancelled')).toBe(true);
+      const rows = (await Promise.all(users.map((u) => t.usageRows(u.id)))).flat();
+      expect(rows).toHaveLength(50);
+      expect(rows.every((r) => r.outcome === 'complete' || r.outcome === 'cancelled')).toBe(true);
+      const upstream = await until(async () => served(t), (r) => r.length >= 50);
+      expect(upstream).toHaveLength(50);
+      const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+      expect(sum(rows.map((r) => r.input_tokens))).toBe(sum(upstream.map((r) => r.usage!.input_tokens)));
+    } finally {
+      await t.close();
+    }
   });
 });

@@ -1,12 +1,12 @@
 /**
  * Shared set-up for the WebSocket suites: an app listening on 127.0.0.1 port 0 on a
- * throw-away SQLite database, users and tokens, a `ws` test client, and (until the
- * integrator's chat pipeline lands on main) a ChatPipeline that streams from the simulator.
+ * throw-away SQLite database, users and tokens, a `ws` test client, and an app whose real
+ * chat pipeline has the simulator as its upstream.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EventSourceParserStream } from 'eventsource-parser/stream';
 import type { FastifyInstance } from 'fastify';
 import { WebSocket } from 'ws';
 import type { ClientOptions } from 'ws';
@@ -15,8 +15,9 @@ import type { User } from '../../src/auth/users.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createEngine } from '../../src/engine/index.js';
 import type { Engine } from '../../src/engine/index.js';
-import { GatewayError } from '../../src/errors/index.js';
-import type { ChatEvent, ChatPipeline, ChatSummary } from '../../src/chat/pipeline.js';
+import type { UsageRecordRow } from '../../src/db/types.js';
+import { buildSimulator } from '../../src/simulator/index.js';
+import type { Simulator, SimulatorOptions } from '../../src/simulator/index.js';
 import { baseEnv } from '../helpers/env.js';
 
 export const PUBLIC_URL = 'http://127.0.0.1:8080';
@@ -28,6 +29,8 @@ export interface WsTestApp {
   /** ws://127.0.0.1:PORT/v1/ws */
   url: string;
   http: string;
+  /** Closes the app (graceful shutdown) but keeps the database open for assertions. */
+  stopApp(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -48,15 +51,18 @@ export async function startApp(env: Record<string, string> = {}): Promise<WsTest
   const address = app.server.address();
   if (!address || typeof address === 'string') throw new Error('no address');
   let closed = false;
+  let stopped: Promise<void> | undefined;
+  const stopApp = () => (stopped ??= app.close());
   return {
     app,
     engine,
     url: `ws://127.0.0.1:${address.port}/v1/ws`,
     http: `http://127.0.0.1:${address.port}`,
+    stopApp,
     async close() {
       if (closed) return;
       closed = true;
-      await app.close();
+      await stopApp();
       await engine.close();
       rmSync(dir, { recursive: true, force: true });
     },
@@ -156,54 +162,41 @@ export async function refused(url: string, options: Parameters<typeof TestClient
   throw new Error('the upgrade was accepted');
 }
 
+/** The upstream key the chat apps use; the simulator accepts only it. */
+export const UPSTREAM_KEY = `sk-ant-api03-${randomBytes(24).toString('hex')}`;
+
+export interface ChatTestApp extends WsTestApp {
+  /** The app's upstream, over real HTTP: what it served is in `sim.requests`. */
+  sim: Simulator;
+  /** The `usage_records` rows of a user, oldest first. */
+  usageRows(userId: string): Promise<UsageRecordRow[]>;
+}
+
 /**
- * A ChatPipeline streaming from the simulator over real HTTP/SSE, recording every settled
- * summary in `settled`. Stands in for the integrator's pipeline until it is on main.
+ * An app whose real chat pipeline talks to a simulator of its own (key UPSTREAM_KEY imported
+ * from ANTHROPIC_API_KEY, demo mode off), with generous rate limits unless `env` says otherwise.
  */
-export function simulatorPipeline(baseUrl: string): Pick<ChatPipeline, 'start'> & { settled: ChatSummary[] } {
-  const settled: ChatSummary[] = [];
+export async function startChatApp(options: { sim?: SimulatorOptions; env?: Record<string, string> } = {}): Promise<ChatTestApp> {
+  const sim = await buildSimulator({ keys: [UPSTREAM_KEY], ...options.sim });
+  const simUrl = await sim.listen();
+  const t = await startApp({
+    ANTHROPIC_BASE_URL: simUrl,
+    ANTHROPIC_API_KEY: UPSTREAM_KEY,
+    DEMO_MODE: 'off',
+    RATE_LIMIT_RPM: '0',
+    RATE_LIMIT_RPD: '0',
+    RATE_LIMIT_TPM: '0',
+    RATE_LIMIT_CONCURRENT: '0',
+    ...options.env,
+  });
   return {
-    settled,
-    async start({ request, signal }) {
-      if (typeof request.model !== 'string') throw new GatewayError('invalid_request', 'model: Field required');
-      if (request.model === 'rate-limited') throw new GatewayError('rate_limited', 'Rate limit exceeded', { retryAfterSeconds: 3 });
-      const res = await fetch(`${baseUrl}/v1/messages`, {
-        method: 'POST',
-        headers: { 'x-api-key': 'sk-ant-test', 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
-        body: JSON.stringify({ ...request, stream: true }),
-        signal,
-      });
-      if (!res.ok || !res.body) throw new GatewayError('overloaded', `upstream ${res.status}`);
-      const usage = { input_tokens: 0, output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
-      let stopReason: string | null = null;
-      let outcome: ChatSummary['outcome'] = 'complete';
-      let resolveDone!: (s: ChatSummary) => void;
-      const done = new Promise<ChatSummary>((r) => (resolveDone = r));
-      const body = res.body;
-      async function* events(): AsyncGenerator<ChatEvent> {
-        try {
-          const stream = body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
-          for await (const message of stream) {
-            const data = JSON.parse(message.data) as { type: string; message?: { usage?: typeof usage }; usage?: Partial<typeof usage>; delta?: { stop_reason?: string } };
-            if (data.type === 'message_start' && data.message?.usage) Object.assign(usage, data.message.usage);
-            if (data.type === 'message_delta') {
-              Object.assign(usage, data.usage ?? {});
-              stopReason = data.delta?.stop_reason ?? stopReason;
-            }
-            if (data.type === 'error') outcome = 'failed_midstream';
-            yield { event: message.event ?? data.type, data };
-          }
-        } catch (err) {
-          outcome = signal.aborted ? 'cancelled' : 'failed_midstream';
-          if (!signal.aborted) throw err;
-        } finally {
-          if (signal.aborted) outcome = outcome === 'complete' && stopReason !== null ? 'complete' : 'cancelled';
-          const summary: ChatSummary = { outcome, usage: { ...usage }, stopReason };
-          settled.push(summary);
-          resolveDone(summary);
-        }
-      }
-      return { events: events(), done };
+    ...t,
+    sim,
+    usageRows: (userId) =>
+      t.app.services.engine.database.db.selectFrom('usage_records').selectAll().where('user_id', '=', userId).orderBy('created_at').execute(),
+    async close() {
+      await t.close();
+      await sim.close();
     },
   };
 }
