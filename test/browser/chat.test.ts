@@ -95,6 +95,22 @@ describe.runIf(run)('the chat page in chromium', () => {
     expect(await reply.locator('.status').innerText()).toContain('Stopped');
     await page.screenshot({ path: join(SHOTS, '4-stopped.png'), fullPage: true });
 
+    // Markdown is rendered as elements, and markup in a reply stays text.
+    const markdown = 'Intro with `code` and **bold**.\n\n```js\nconst x = \'<b>not bold</b>\';\n```\n\n- one\n- two\n\n<img src=x onerror=alert(1)>';
+    await page.locator('#prompt').fill(`show markdown <<sim:${JSON.stringify({ text: markdown })}>>`);
+    await page.keyboard.press('Enter');
+    const md = page.locator('.msg.assistant').last();
+    await expect.poll(() => md.getAttribute('data-state')).toBe('complete');
+    expect(await md.locator('pre code').innerText()).toBe("const x = '<b>not bold</b>';");
+    expect(await md.locator('li').count()).toBe(2);
+    expect(await md.locator('p code').innerText()).toBe('code');
+    expect(await md.locator('strong').innerText()).toBe('bold');
+    expect(await md.locator('img, b').count()).toBe(0);
+    expect(await md.locator('.body').innerText()).toContain('<img src=x onerror=alert(1)>');
+    await page.screenshot({ path: join(SHOTS, '4b-markdown.png'), fullPage: true });
+    // Phone-sized: nothing scrolls sideways.
+    expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+
     await page.reload();
     await expect.poll(() => page.locator('#who-name').textContent()).toContain('alice');
     await expect.poll(() => page.locator('#conn').getAttribute('data-state')).toBe('open');

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { PortcullisClient, ProtocolError, RateLimitedError, PermissionDeniedError, InvalidRequestError, OverloadedError } from '../../src/client/index.js';
+import { AuthExpiredError, PortcullisClient, ProtocolError, RateLimitedError, PermissionDeniedError, InvalidRequestError, OverloadedError } from '../../src/client/index.js';
 import type { ConnectionState, StreamEvent } from '../../src/client/index.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
 import type { Gateway } from './helpers.js';
@@ -170,6 +170,27 @@ describe('portcullis/client', () => {
     const list = (await (await fetch(`${gw.http}/admin/connections?user_id=${userId}`, { headers: { authorization: `Bearer ${admin.token}` } })).json()) as { count: number };
     expect(list.count).toBe(0);
     admin.client.close();
+  });
+
+  it('4001 with a refused refresh stops with AuthExpiredError instead of reconnecting', async () => {
+    let refreshes = 0;
+    const { client } = await clientFor(gw.app, gw.url, {
+      refresh: async () => {
+        refreshes += 1;
+        throw new AuthExpiredError('authentication_error', 'session revoked');
+      },
+    });
+    await client.connect();
+    const errors: unknown[] = [];
+    client.on('error', (e) => errors.push(e));
+    const chat = client.chat(slowRequest('revoked', 60, 30));
+    await until(() => chat.lastSeq >= 1, 5_000, 'first events');
+    const sessionId = (await gw.app.services.sessions.list(client.welcome!.user.id))[0]!.id;
+    await gw.app.services.sessions.revoke(sessionId, 'admin_revoked');
+    await expect(chat.done()).rejects.toBeInstanceOf(AuthExpiredError);
+    expect(refreshes).toBe(1);
+    expect(client.state).toBe('closed');
+    expect(errors[0]).toBeInstanceOf(AuthExpiredError);
   });
 
   it('refuses to start without a WebSocket implementation', () => {
