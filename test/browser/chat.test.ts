@@ -54,7 +54,7 @@ describe.runIf(run)('the chat page in chromium', () => {
 
   beforeAll(async () => {
     assets = buildAssets();
-    gw = await startPageGateway(assets);
+    gw = await startPageGateway(assets, { RATE_LIMIT_TIERS: '{"three":{"rpm":3}}' });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   }, 90_000);
 
@@ -74,6 +74,8 @@ describe.runIf(run)('the chat page in chromium', () => {
     expect(await page.locator('#demo-banner').isVisible()).toBe(true);
     await page.screenshot({ path: join(SHOTS, '1-signed-out.png'), fullPage: true });
 
+    const alice = await gw.app.services.users.create({ issuer: `${gw.url}/dev-idp`, subject: 'alice.crypto', roles: ['member'] });
+    await gw.app.services.users.setLimits(alice.id, { rateTier: 'three' });
     await signIn(page, gw.url, 'alice');
     expect(await page.locator('#model option').count()).toBeGreaterThan(0);
 
@@ -108,6 +110,13 @@ describe.runIf(run)('the chat page in chromium', () => {
     expect(await md.locator('img, b').count()).toBe(0);
     expect(await md.locator('.body').innerText()).toContain('<img src=x onerror=alert(1)>');
     await page.screenshot({ path: join(SHOTS, '4b-markdown.png'), fullPage: true });
+    // A fourth request within the minute: the rate-limit message says when to try again.
+    await page.locator('#prompt').fill('one too many');
+    await page.keyboard.press('Enter');
+    await expect.poll(() => page.locator('.msg.assistant').last().getAttribute('data-state')).toBe('error');
+    expect(await page.locator('#notice').getAttribute('data-kind')).toBe('rate-limit');
+    expect(await page.locator('#notice').innerText()).toMatch(/Rate limit reached: you can send again in \d+ s\./);
+    await page.screenshot({ path: join(SHOTS, '4c-rate-limited.png'), fullPage: true });
     // Phone-sized: nothing scrolls sideways.
     expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
 
