@@ -33,10 +33,13 @@ import type { ChatServices } from './chat/services.js';
 import { createChatServices } from './chat/services.js';
 import { proxyRoutes } from './http/proxy-routes.js';
 import { adminKeysRoutes } from './http/admin-keys.js';
+import { webRoutes } from './web/routes.js';
 
 export interface BuildAppOptions {
   /** Where log lines go (tests capture them); standard output by default. */
   logStream?: DestinationStream;
+  /** Where the browser build (`client/`, `web/page/`) is; found beside the app by default (tests pass a fresh build). */
+  webAssetsDir?: string;
 }
 
 export interface AppServices {
@@ -205,6 +208,7 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   // Not encapsulated: its upgrade listener, hooks and `app.realtime` belong to the root.
   await realtimePlugin(app);
   await app.register(realtimeAdminRoutes);
+  await app.register(webRoutes, { demo: Boolean(chat.demo), ...(options.webAssetsDir ? { assetsDir: options.webAssetsDir } : {}) });
 
   return app;
 }
