@@ -324,6 +324,13 @@ export const settings = {
     default: '4194304',
     doc: 'Outgoing bytes a connection may have queued (bufferedAmount); a slower client is closed with 4008.',
   }),
+  // Scale-out (several instances on one Redis)
+  instanceTtlMs: setting({
+    env: 'INSTANCE_TTL_MS',
+    parser: duration(1000),
+    default: '10s',
+    doc: 'With Redis: how long an instance counts as alive after its last heartbeat (sent every third of it). A killed instance\'s connections vanish and its chats are settled as failed by a survivor within about this long.',
+  }),
 };
 
 export type Settings = typeof settings;
