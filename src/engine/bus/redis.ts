@@ -26,7 +26,9 @@ export class RedisBus implements Bus {
 
   constructor(private readonly options: RedisBusOptions) {
     this.onHandlerError = options.onHandlerError ?? (() => {});
-    this.subscriber = options.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null });
+    // No ready check: its INFO would be queued behind SUBSCRIBE when the first subscriptions
+    // are issued while connecting, which Redis refuses in subscriber mode.
+    this.subscriber = options.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, enableReadyCheck: false });
     this.subscriber.on('error', () => {
       // Reported by the shared client's readiness probe; reconnects on its own.
     });
