@@ -67,6 +67,8 @@ export interface ChatManagerOptions {
   log: FastifyBaseLogger;
   metrics: RealtimeMetrics;
   registry?: ChatRegistry;
+  /** False while the shared state store (Redis) is unreachable: new chats are refused at once. */
+  available?: () => boolean;
 }
 
 function chatKey(userId: string, chatId: string): string {
@@ -149,6 +151,10 @@ export class ChatManager {
     }
     if (conn.running.size >= MAX_CHATS_PER_CONNECTION) {
       conn.send({ type: 'chat.error', id: chatId, error: { type: 'rate_limit_error', message: `at most ${MAX_CHATS_PER_CONNECTION} chats at once per connection` }, retry_after_ms: 1000 });
+      return;
+    }
+    if (this.options.available && !this.options.available()) {
+      conn.send(errorFrame(chatId, unavailable(null)));
       return;
     }
     const { buffer, resumeWindowMs } = this.options;

@@ -79,6 +79,7 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     resumeWindowMs: config.wsResumeWindowMs,
     log: app.log,
     metrics,
+    available: () => engine.redis === undefined || engine.redis.status === 'ready',
     registry: engine.redis ? redisChatRegistry({ redis: engine.redis, prefix: `${config.redisKeyPrefix}chats:`, instanceId }) : undefined,
   });
   await chats.start();
@@ -101,9 +102,11 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     idleMs: config.wsIdleTimeoutMs,
     connections: () => local.values(),
   });
+  // The bus is down: other instances learn of the revocation when their session cache expires.
+  const kickFailed = (err: unknown) => app.log.error({ err }, 'could not publish a kick to the other instances');
   const unsubscribers = [
-    sessions.onRevoke((event) => void fanout.kick({ sessionId: event.sessionId }, { code: CloseCode.unauthenticated, reason: 'session revoked: sign in again', cause: 'revoked' })),
-    sessions.onUserDisabled((userId) => void fanout.kick({ userId }, { code: CloseCode.unauthenticated, reason: 'user disabled', cause: 'revoked' })),
+    sessions.onRevoke((event) => void fanout.kick({ sessionId: event.sessionId }, { code: CloseCode.unauthenticated, reason: 'session revoked: sign in again', cause: 'revoked' }).catch(kickFailed)),
+    sessions.onUserDisabled((userId) => void fanout.kick({ userId }, { code: CloseCode.unauthenticated, reason: 'user disabled', cause: 'revoked' }).catch(kickFailed)),
   ];
 
   const wss = new WebSocketServer({
@@ -168,7 +171,7 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
       metrics.connections.dec();
       metrics.terminations.inc({ cause: conn.closeCause ?? 'client' });
       chats.detach(conn);
-      void directory.remove(meta.id);
+      void directory.remove(meta.id).catch((err: unknown) => app.log.warn({ err, connection_id: meta.id }, 'connection directory unavailable: the entry expires with this instance\'s heartbeat'));
     });
     conn.scheduleExpiry(t);
     conn.send({

@@ -156,6 +156,12 @@ describe.skipIf(!enabled)('cluster of 3 instances [postgres+redis]', () => {
     const live = c.instances.slice(1);
     const held = track(await open(live[0]!.ws, t));
     await held.next('welcome');
+    // Registered in the shared directory (the welcome frame may precede it).
+    for (let n = 0; n < 50; n++) {
+      const listed = (await (await api(1, `/admin/connections?user_id=${user.id}`)).json()) as { count: number };
+      if (listed.count === 1) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
     await c.redisProxy.cut();
     try {
       for (const i of live) {
@@ -169,7 +175,9 @@ describe.skipIf(!enabled)('cluster of 3 instances [postgres+redis]', () => {
       );
       expect(refused?.status).toBe(503);
       held.send({ type: 'chat', id: 'down', request: chatRequest('while redis is down') });
-      const down = await collect(held, 'down');
+      const down = await collect(held, "down", 5_000).catch(async (err: Error) => {
+        throw new Error(`${err.message} exit=${live[0]!.child.exitCode} close=${JSON.stringify(await Promise.race([held.closed, Promise.resolve(null)]))} state=${held.ws.readyState} frames=${JSON.stringify(held.frames)} log=${live[0]!.log.join('').slice(-3000)}`);
+      });
       expect(down.end.type).toBe('chat.error');
       expect((down.end.error as { message: string }).message).toMatch(/unavailable/i);
     } finally {

@@ -131,10 +131,12 @@ export class RedisStreamBuffer implements StreamBuffer {
       this.listeners.set(key, (set = new Set()));
       this.unsubscribers.set(
         key,
-        this.options.bus.subscribe(this.topic(key), (payload) => {
-          const message = payload as TailMessage;
-          if (message.origin !== this.origin) this.notify(key, message.entry, message.ended);
-        }),
+        this.options.bus
+          .subscribe(this.topic(key), (payload) => {
+            const message = payload as TailMessage;
+            if (message.origin !== this.origin) this.notify(key, message.entry, message.ended);
+          })
+          .catch(() => () => {}),
       );
     }
     const own: StreamListener = (entry, ended) => listener(entry, ended);
