@@ -331,6 +331,13 @@ export const settings = {
     default: '1024',
     doc: 'Most sockets open to the upstream at once. A streaming chat holds one for its whole length (HTTP/1.1), so this caps the chats streaming at once per instance; requests beyond it wait in a queue.',
   }),
+  // Scale-out (several instances on one Redis)
+  instanceTtlMs: setting({
+    env: 'INSTANCE_TTL_MS',
+    parser: duration(1000),
+    default: '10s',
+    doc: 'With Redis: how long an instance counts as alive after its last heartbeat (sent every third of it). A killed instance\'s connections vanish and its chats are settled as failed by a survivor within about this long.',
+  }),
 };
 
 export type Settings = typeof settings;

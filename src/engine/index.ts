@@ -4,12 +4,19 @@
  * DATABASE_URL and REDIS_URL say so. Features ask the engine for a port and never
  * learn which implementation they got.
  */
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
 import type { DatabaseHandle } from '../db/index.js';
 import { migrateToLatest, openDatabase, withTimeout } from '../db/index.js';
+import type { Bus } from './bus/index.js';
+import { MemoryBus, RedisBus } from './bus/index.js';
+import type { ConnectionDirectory } from './connections/index.js';
+import { MemoryConnectionDirectory, RedisConnectionDirectory } from './connections/index.js';
 import type { RateLimitStore } from './ratelimit/index.js';
 import { createRateLimitStore } from './ratelimit/index.js';
+import type { StreamBuffer } from './stream-buffer/index.js';
+import { MemoryStreamBuffer, RedisStreamBuffer } from './stream-buffer/index.js';
 
 export interface ReadinessProbe {
   /** Named in the 503 body when it fails, e.g. `database` or `redis`. */
@@ -24,6 +31,20 @@ export interface Engine {
   redis: Redis | undefined;
   /** Sliding-window counters and concurrency leases (Redis when configured). */
   rateLimitStore: RateLimitStore;
+  /** This process's id (`ins_<hex>`), unique in the cluster; owner of its connections and chats. */
+  instanceId: string;
+  /** Broadcasts, kicks, cancels and stream tails (Redis pub/sub when configured). */
+  bus: Bus;
+  /** Who is connected where (Redis, cluster-wide, with this instance's heartbeat, when configured). */
+  directory: ConnectionDirectory;
+  /** Chat events kept for resume (Redis Streams when configured). */
+  streamBuffer: StreamBuffer;
+  /**
+   * Registers a handler called with the ids of instances whose heartbeat expired (they
+   * crashed), on exactly one surviving instance; returns an unsubscribe. Never called
+   * in the embedded engine.
+   */
+  onInstanceExpired(handler: (instanceIds: string[]) => void): () => void;
   /** Everything /readyz asks, in order. */
   probes: ReadinessProbe[];
   close(): Promise<void>;
@@ -55,18 +76,59 @@ export async function createEngine(config: Config, options: CreateEngineOptions 
     });
   }
   const rateLimitStore = createRateLimitStore(config, redis);
+  const instanceId = `ins_${randomBytes(6).toString('hex')}`;
+  const expiredHandlers = new Set<(ids: string[]) => void>();
+  const realtime = createRealtimePorts({ config, redis, instanceId, warn, onExpired: (ids) => expiredHandlers.forEach((h) => h(ids)) });
   return {
     kind: redis ? 'distributed' : 'embedded',
     database,
     redis,
     rateLimitStore,
+    instanceId,
+    ...realtime,
+    onInstanceExpired(handler) {
+      expiredHandlers.add(handler);
+      return () => expiredHandlers.delete(handler);
+    },
     probes,
     async close() {
+      await realtime.streamBuffer.close().catch(() => {});
+      await realtime.directory.close().catch(() => {});
+      await realtime.bus.close().catch(() => {});
       await rateLimitStore.close();
       redis?.disconnect();
       await database.close();
     },
   };
+}
+
+interface RealtimePortsOptions {
+  config: Pick<Config, 'redisKeyPrefix' | 'instanceTtlMs'>;
+  redis: Redis | undefined;
+  instanceId: string;
+  warn: (message: string, err: Error) => void;
+  onExpired: (instanceIds: string[]) => void;
+}
+
+/** The bus, directory and stream buffer: in-process, or on Redis shared by every instance. */
+function createRealtimePorts(options: RealtimePortsOptions): { bus: Bus; directory: ConnectionDirectory; streamBuffer: StreamBuffer } {
+  const { redis, config, warn } = options;
+  const onHandlerError = (err: unknown, topic: string) => warn(`bus handler for ${topic} failed`, err as Error);
+  if (!redis) {
+    return { bus: new MemoryBus(onHandlerError), directory: new MemoryConnectionDirectory(), streamBuffer: new MemoryStreamBuffer({ maxEvents: 10_000 }) };
+  }
+  const prefix = config.redisKeyPrefix;
+  const bus = new RedisBus({ redis, prefix: `${prefix}bus:`, onHandlerError });
+  const directory = new RedisConnectionDirectory({
+    redis,
+    prefix: `${prefix}cd:`,
+    owner: options.instanceId,
+    ttlMs: config.instanceTtlMs,
+    onOwnerExpired: options.onExpired,
+    onError: (err) => warn('instance heartbeat failed', err as Error),
+  });
+  const streamBuffer = new RedisStreamBuffer({ redis, bus, prefix: `${prefix}sb:`, maxEvents: 10_000 });
+  return { bus, directory, streamBuffer };
 }
 
 function connectRedis(url: string, warn: (message: string, err: Error) => void): Redis {

@@ -14,13 +14,35 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Bus } from '../engine/bus/index.js';
 import type { StreamBuffer, StreamEntry } from '../engine/stream-buffer/index.js';
-import { toGatewayError } from '../errors/index.js';
+import { GatewayError, toGatewayError } from '../errors/index.js';
 import type { ChatPipeline, ChatSummary } from '../chat/pipeline.js';
 import type { Connection } from './connection.js';
 import type { RealtimeMetrics } from './metrics.js';
 import type { ServerFrame } from './protocol.js';
 
 export const CANCEL_TOPIC = 'ws.chat.cancel';
+/** A connection (on any instance) took over a chat's stream: its owner stops the claim timer. */
+export const CLAIM_TOPIC = 'ws.chat.claim';
+/** That connection went away: the owner restarts the claim timer. */
+export const RELEASE_TOPIC = 'ws.chat.release';
+
+/** What a survivor needs to settle a chat whose instance died (see orphans.ts). */
+export interface ChatRegistration {
+  key: string;
+  userId: string;
+  chatId: string;
+  requestId: string;
+  model: string;
+  sessionId: string | null;
+  personalTokenId: string | null;
+  startedAt: number;
+}
+
+/** Where running chats are recorded with their owning instance (Redis in a cluster). */
+export interface ChatRegistry {
+  register(chat: ChatRegistration): Promise<void>;
+  unregister(key: string): Promise<void>;
+}
 /** Most chats one connection may run at once. */
 export const MAX_CHATS_PER_CONNECTION = 32;
 
@@ -31,6 +53,8 @@ interface RunningChat {
   controller: AbortController;
   /** The connection receiving the stream, if any. */
   attached: Connection | null;
+  /** A connection on another instance receives the stream. */
+  attachedRemotely: boolean;
   claimTimer: NodeJS.Timeout | null;
   finished: Promise<void>;
 }
@@ -42,6 +66,9 @@ export interface ChatManagerOptions {
   resumeWindowMs: number;
   log: FastifyBaseLogger;
   metrics: RealtimeMetrics;
+  registry?: ChatRegistry;
+  /** False while the shared state store (Redis) is unreachable: new chats are refused at once. */
+  available?: () => boolean;
 }
 
 function chatKey(userId: string, chatId: string): string {
@@ -59,6 +86,11 @@ function errorFrame(id: string, err: unknown): ServerFrame {
   return frame;
 }
 
+/** A failure of the shared state store, as the client should see it. */
+function unavailable(err: unknown): GatewayError {
+  return new GatewayError('unavailable', 'Chat state store is unavailable; retry shortly', { reason: 'state_store_unavailable', retryAfterSeconds: 2, cause: err });
+}
+
 function summaryFrame(id: string, summary: ChatSummary): ServerFrame {
   if (summary.outcome === 'complete' || summary.outcome === 'cancelled') {
     return { type: 'chat.done', id, outcome: summary.outcome, usage: summary.usage, stop_reason: summary.stopReason };
@@ -68,15 +100,42 @@ function summaryFrame(id: string, summary: ChatSummary): ServerFrame {
 
 export class ChatManager {
   private readonly running = new Map<string, RunningChat>();
-  private unsubscribeCancel: (() => void) | null = null;
+  private unsubscribers: (() => void)[] = [];
+  /** Chats of other instances whose stream a local connection receives: key → connection. */
+  private readonly remote = new Map<string, Connection>();
 
   constructor(private readonly options: ChatManagerOptions) {}
 
   async start(): Promise<void> {
-    this.unsubscribeCancel = await this.options.bus.subscribe(CANCEL_TOPIC, (payload) => {
+    const { bus } = this.options;
+    const find = (payload: unknown) => {
       const { userId, chatId } = payload as { userId: string; chatId: string };
-      this.running.get(chatKey(userId, chatId))?.controller.abort();
-    });
+      return this.running.get(chatKey(userId, chatId));
+    };
+    this.unsubscribers = await Promise.all([
+      bus.subscribe(CANCEL_TOPIC, (payload) => find(payload)?.controller.abort()),
+      bus.subscribe(CLAIM_TOPIC, (payload) => {
+        const chat = find(payload);
+        if (!chat) return;
+        chat.attachedRemotely = true;
+        if (chat.claimTimer) clearTimeout(chat.claimTimer);
+        chat.claimTimer = null;
+      }),
+      bus.subscribe(RELEASE_TOPIC, (payload) => {
+        const chat = find(payload);
+        if (!chat || !chat.attachedRemotely) return;
+        chat.attachedRemotely = false;
+        if (chat.attached === null) this.armClaimTimer(chat);
+      }),
+    ]);
+  }
+
+  private armClaimTimer(chat: RunningChat): void {
+    if (chat.claimTimer) clearTimeout(chat.claimTimer);
+    chat.claimTimer = setTimeout(() => {
+      if (chat.attached === null && !chat.attachedRemotely) chat.controller.abort();
+    }, this.options.resumeWindowMs);
+    chat.claimTimer.unref();
   }
 
   get size(): number {
@@ -94,8 +153,12 @@ export class ChatManager {
       conn.send({ type: 'chat.error', id: chatId, error: { type: 'rate_limit_error', message: `at most ${MAX_CHATS_PER_CONNECTION} chats at once per connection` }, retry_after_ms: 1000 });
       return;
     }
+    if (this.options.available && !this.options.available()) {
+      conn.send(errorFrame(chatId, unavailable(null)));
+      return;
+    }
     const { buffer, resumeWindowMs } = this.options;
-    const chat: RunningChat = { key, userId: conn.meta.userId, chatId, controller: new AbortController(), attached: conn, claimTimer: null, finished: Promise.resolve() };
+    const chat: RunningChat = { key, userId: conn.meta.userId, chatId, controller: new AbortController(), attached: conn, attachedRemotely: false, claimTimer: null, finished: Promise.resolve() };
     this.running.set(key, chat);
     conn.running.add(chatId);
     conn.meta.inFlight = conn.running.size;
@@ -108,10 +171,14 @@ export class ChatManager {
       const last = await this.pump(chat, conn, request);
       await buffer.end(key, last, resumeWindowMs);
     } catch (err) {
+      // The shared state (Redis) failed: the chat cannot be buffered, so it is refused.
       this.options.log.error({ err, chat_id: chatId }, 'websocket chat failed');
+      chat.controller.abort();
+      conn.send(errorFrame(chatId, unavailable(err)));
     } finally {
       if (chat.claimTimer) clearTimeout(chat.claimTimer);
       this.running.delete(key);
+      await this.options.registry?.unregister(key).catch((err: unknown) => this.options.log.warn({ err, chat_id: chatId }, 'chat registry unavailable'));
       conn.running.delete(chatId);
       conn.meta.inFlight = conn.running.size;
       this.options.metrics.chats.set(this.running.size);
@@ -127,11 +194,26 @@ export class ChatManager {
     }
     let seq = 0;
     let run;
+    const requestId = `req_${randomUUID().replaceAll('-', '')}`;
+    try {
+      await this.options.registry?.register({
+        key: chat.key,
+        userId: chat.userId,
+        chatId: chat.chatId,
+        requestId,
+        model: typeof request.model === 'string' ? request.model.slice(0, 200) : 'unknown',
+        sessionId: conn.meta.sessionId,
+        personalTokenId: conn.meta.personalTokenId,
+        startedAt: Date.now(),
+      });
+    } catch (err) {
+      return { seq, frame: errorFrame(chat.chatId, unavailable(err)) as Record<string, unknown> };
+    }
     try {
       run = await pipeline.start({
         auth: conn.auth,
         request,
-        requestId: `req_${randomUUID().replaceAll('-', '')}`,
+        requestId,
         signal: chat.controller.signal,
         ip: conn.meta.ip,
         transport: 'ws',
@@ -145,7 +227,9 @@ export class ChatManager {
         seq += 1;
       }
     } catch (err) {
-      // The pipeline reports failures through `done`; an iterator that throws is settled there too.
+      // The pipeline reports failures through `done`; an iterator that throws (or a buffer
+      // write that failed) is settled there too, once aborted.
+      chat.controller.abort();
       this.options.log.warn({ err, chat_id: chat.chatId }, 'chat event stream ended with an error');
     }
     const summary = await run.done;
@@ -167,6 +251,7 @@ export class ChatManager {
       if (stopped) return;
       stopped = true;
       unsubscribe();
+      if (this.remote.get(key) === conn) this.remote.delete(key);
       if (conn.streams.get(chatId) === stop) conn.streams.delete(chatId);
     };
     const deliver = (entry: StreamEntry) => {
@@ -193,6 +278,10 @@ export class ChatManager {
       chat.attached = conn;
       if (chat.claimTimer) clearTimeout(chat.claimTimer);
       chat.claimTimer = null;
+    } else if (!stopped && !backlog.ended) {
+      // Running on another instance (or about to end): tell its owner the stream is claimed.
+      this.remote.set(key, conn);
+      await this.options.bus.publish(CLAIM_TOPIC, { userId: conn.meta.userId, chatId }).catch(() => {});
     }
     return true;
   }
@@ -219,15 +308,18 @@ export class ChatManager {
 
   /** A socket went away: its chats keep running unclaimed until the resume window ends. */
   detach(conn: Connection): void {
-    for (const stop of [...conn.streams.values()]) stop();
     for (const chat of this.running.values()) {
       if (chat.attached !== conn) continue;
       chat.attached = null;
-      chat.claimTimer = setTimeout(() => {
-        if (chat.attached === null) chat.controller.abort();
-      }, this.options.resumeWindowMs);
-      chat.claimTimer.unref();
+      if (!chat.attachedRemotely) this.armClaimTimer(chat);
     }
+    for (const [key, holder] of this.remote) {
+      if (holder !== conn) continue;
+      this.remote.delete(key);
+      const [, userId, chatId] = /^chat:([^:]+):(.*)$/.exec(key) ?? [];
+      void this.options.bus.publish(RELEASE_TOPIC, { userId, chatId }).catch(() => {});
+    }
+    for (const stop of [...conn.streams.values()]) stop();
   }
 
   /** Resolves when every running chat has finished, or at `deadline` (epoch ms). */
@@ -249,7 +341,7 @@ export class ChatManager {
   }
 
   async close(): Promise<void> {
-    this.unsubscribeCancel?.();
+    for (const off of this.unsubscribers) off();
     for (const chat of this.running.values()) {
       chat.controller.abort();
       if (chat.claimTimer) clearTimeout(chat.claimTimer);

@@ -5,6 +5,7 @@
  * Delivery is at most once, like the bus.
  */
 import type { Bus } from '../engine/bus/index.js';
+import { matchesFilter } from '../engine/connections/index.js';
 import type { ConnectionDirectory, ConnectionFilter } from '../engine/connections/index.js';
 import type { Connection } from './connection.js';
 import type { TerminationCause } from './metrics.js';
@@ -42,14 +43,18 @@ export interface FanoutDeps {
   local: Map<string, Connection>;
 }
 
-/** The connections of this instance matching `filter`. */
+/**
+ * The connections of this instance matching `filter`, matched on the live metadata each
+ * instance holds (never a shared copy that may lag): every instance acts on its own sockets.
+ */
 export async function localMatches(deps: FanoutDeps, filter: ConnectionFilter): Promise<Connection[]> {
-  const metas = await deps.directory.filter({ ...filter, instanceId: deps.instanceId });
-  const out: Connection[] = [];
-  for (const meta of metas) {
-    const conn = deps.local.get(meta.id);
-    if (conn) out.push(conn);
+  if (filter.instanceId !== undefined && filter.instanceId !== deps.instanceId) return [];
+  if (filter.id !== undefined) {
+    const one = deps.local.get(filter.id);
+    return one && matchesFilter(one.meta, filter) ? [one] : [];
   }
+  const out: Connection[] = [];
+  for (const conn of deps.local.values()) if (matchesFilter(conn.meta, filter)) out.push(conn);
   return out;
 }
 

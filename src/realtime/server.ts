@@ -13,11 +13,8 @@ import { WebSocketServer } from 'ws';
 import type { WebSocket } from 'ws';
 import type { AuthContext } from '../auth/authenticate.js';
 import { allowedOrigins } from '../auth/cookies.js';
-import { MemoryBus } from '../engine/bus/index.js';
 import type { Bus } from '../engine/bus/index.js';
-import { MemoryConnectionDirectory } from '../engine/connections/index.js';
 import type { ConnectionDirectory, ConnectionMeta } from '../engine/connections/index.js';
-import { MemoryStreamBuffer } from '../engine/stream-buffer/index.js';
 import type { StreamBuffer } from '../engine/stream-buffer/index.js';
 import { GatewayError } from '../errors/index.js';
 import { RateLimiter } from '../ratelimit/index.js';
@@ -27,12 +24,13 @@ import { createFanout } from './fanout.js';
 import type { Fanout } from './fanout.js';
 import { createRouter } from './handlers.js';
 import { startHeartbeat } from './heartbeat.js';
+import { redisChatRegistry, settleOrphans } from './orphans.js';
 import { createRealtimeMetrics } from './metrics.js';
 import { CloseCode, PROTOCOL } from './protocol.js';
 import { WS_PATH, admitUpgrade, refuseUpgrade } from './upgrade.js';
 
 export interface RealtimeOptions {
-  /** Shared implementations (Redis) when several instances run; memory ones by default. */
+  /** Override the engine's ports (tests); the engine's (memory or Redis) by default. */
   directory?: ConnectionDirectory;
   buffer?: StreamBuffer;
   bus?: Bus;
@@ -55,14 +53,17 @@ declare module 'fastify' {
 }
 
 const CLOSE_BATCH = 500;
+/** Instances announce themselves here when they start and stop (logged by the others). */
+export const INSTANCE_TOPIC = 'ws.instance';
 const MAX_ABUSE_PER_MINUTE = 20;
 
 export async function realtimePlugin(app: FastifyInstance, options: RealtimeOptions = {}): Promise<void> {
   const { config, engine, sessions, authenticate, metrics: registry } = app.services;
-  const instanceId = `ins_${randomBytes(6).toString('hex')}`;
-  const directory = options.directory ?? new MemoryConnectionDirectory();
-  const buffer = options.buffer ?? new MemoryStreamBuffer({ maxEvents: 10_000 });
-  const bus = options.bus ?? new MemoryBus((err, topic) => app.log.error({ err, topic }, 'bus handler failed'));
+  const instanceId = engine.instanceId;
+  const directory = options.directory ?? engine.directory;
+  const buffer = options.buffer ?? engine.streamBuffer;
+  const bus = options.bus ?? engine.bus;
+  const distributed = engine.redis !== undefined;
   const limiter = options.limiter ?? new RateLimiter({ config, store: engine.rateLimitStore, logger: app.log });
   const metrics = createRealtimeMetrics(registry);
   const local = new Map<string, Connection>();
@@ -78,8 +79,21 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     resumeWindowMs: config.wsResumeWindowMs,
     log: app.log,
     metrics,
+    available: () => engine.redis === undefined || engine.redis.status === 'ready',
+    registry: engine.redis ? redisChatRegistry({ redis: engine.redis, prefix: `${config.redisKeyPrefix}chats:`, instanceId }) : undefined,
   });
   await chats.start();
+  const offExpired = engine.onInstanceExpired((dead) => {
+    if (!engine.redis) return;
+    const deps = { redis: engine.redis, prefix: `${config.redisKeyPrefix}chats:`, instanceId, buffer, usage: app.services.usage, db: engine.database.db, resumeWindowMs: config.wsResumeWindowMs, log: app.log };
+    void settleOrphans(deps, dead).catch((err: unknown) => app.log.error({ err, instances: dead }, 'settling the chats of lost instances failed'));
+  });
+  const offInstances = await bus.subscribe(INSTANCE_TOPIC, (payload) => {
+    const { id, state: up } = payload as { id: string; state: string };
+    if (id !== instanceId) app.log.info({ instance: id, state: up }, `instance ${up}`);
+  });
+  await bus.publish(INSTANCE_TOPIC, { id: instanceId, state: 'started' }).catch(() => {});
+  app.log.info({ instance: instanceId, distributed }, 'realtime instance started');
   const { fanout, stop: stopFanout } = await createFanout({ bus, directory, instanceId, local });
   const router = createRouter({ chats, authenticate, log: app.log, now });
   const stopHeartbeat = startHeartbeat({
@@ -88,9 +102,11 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     idleMs: config.wsIdleTimeoutMs,
     connections: () => local.values(),
   });
+  // The bus is down: other instances learn of the revocation when their session cache expires.
+  const kickFailed = (err: unknown) => app.log.error({ err }, 'could not publish a kick to the other instances');
   const unsubscribers = [
-    sessions.onRevoke((event) => void fanout.kick({ sessionId: event.sessionId }, { code: CloseCode.unauthenticated, reason: 'session revoked: sign in again', cause: 'revoked' })),
-    sessions.onUserDisabled((userId) => void fanout.kick({ userId }, { code: CloseCode.unauthenticated, reason: 'user disabled', cause: 'revoked' })),
+    sessions.onRevoke((event) => void fanout.kick({ sessionId: event.sessionId }, { code: CloseCode.unauthenticated, reason: 'session revoked: sign in again', cause: 'revoked' }).catch(kickFailed)),
+    sessions.onUserDisabled((userId) => void fanout.kick({ userId }, { code: CloseCode.unauthenticated, reason: 'user disabled', cause: 'revoked' }).catch(kickFailed)),
   ];
 
   const wss = new WebSocketServer({
@@ -155,7 +171,7 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
       metrics.connections.dec();
       metrics.terminations.inc({ cause: conn.closeCause ?? 'client' });
       chats.detach(conn);
-      void directory.remove(meta.id);
+      void directory.remove(meta.id).catch((err: unknown) => app.log.warn({ err, connection_id: meta.id }, 'connection directory unavailable: the entry expires with this instance\'s heartbeat'));
     });
     conn.scheduleExpiry(t);
     conn.send({
@@ -182,7 +198,10 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
       if (!state.accepting) throw new GatewayError('unavailable', 'The server is shutting down; reconnect', { reason: 'draining', retryAfterSeconds: 1 });
       if (new URL(req.url ?? '/', 'http://localhost').pathname !== WS_PATH) throw new GatewayError('not_found', `No WebSocket endpoint at ${(req.url ?? '').split('?')[0]}`);
       const { auth, info } = await admitUpgrade(req, deps);
-      const held = (await directory.countByUser(auth.user.id)) + (reserved.get(auth.user.id) ?? 0);
+      const counted = await directory.countByUser(auth.user.id).catch((err: unknown) => {
+        throw new GatewayError('unavailable', 'The connection directory is unavailable; retry shortly', { reason: 'state_store_unavailable', retryAfterSeconds: 2, cause: err });
+      });
+      const held = counted + (reserved.get(auth.user.id) ?? 0);
       if (held >= config.wsMaxConnectionsPerUser) {
         throw new GatewayError('rate_limited', `At most ${config.wsMaxConnectionsPerUser} connections per user; close one first`, { reason: 'too_many_connections', retryAfterSeconds: 1 });
       }
@@ -193,7 +212,11 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
       await new Promise<void>((resolve) => {
         wss.handleUpgrade(req, socket, head, (ws) => {
           const meta = onOpen(ws, auth, info);
-          void directory.add(meta).then(resolve, resolve);
+          void directory.add(meta).then(resolve, (err: unknown) => {
+            app.log.error({ err, connection_id: meta.id }, 'connection directory unavailable: closing the new connection');
+            local.get(meta.id)?.close(CloseCode.goingAway, 'state store unavailable: reconnect', 'error');
+            resolve();
+          });
         });
         // handleUpgrade answers an invalid handshake itself and never calls back.
         socket.once('close', () => resolve());
@@ -225,15 +248,22 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     state.accepting = false;
     app.services.lifecycle.draining = true;
     app.server.off('upgrade', onUpgrade);
+    await bus.publish(INSTANCE_TOPIC, { id: instanceId, state: 'stopping' }).catch(() => {});
+    const closeAll = async () => {
+      const conns = [...local.values()];
+      for (let i = 0; i < conns.length; i += CLOSE_BATCH) {
+        for (const conn of conns.slice(i, i + CLOSE_BATCH)) conn.close(CloseCode.goingAway, 'server shutting down: reconnect', 'shutdown');
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    };
+    // In a cluster the sockets are handed over first (1001): clients reconnect to another
+    // instance and resume there while this one finishes its chats into the shared buffer.
+    if (distributed) await closeAll();
     // In-flight chats get most of the shutdown budget, then are aborted (and settled).
     const budget = config.shutdownTimeoutMs;
     const finished = await chats.drain(now() + Math.floor(budget * 0.6));
     if (!finished) await chats.abortAll(Math.floor(budget * 0.2));
-    const conns = [...local.values()];
-    for (let i = 0; i < conns.length; i += CLOSE_BATCH) {
-      for (const conn of conns.slice(i, i + CLOSE_BATCH)) conn.close(CloseCode.goingAway, 'server shutting down: reconnect', 'shutdown');
-      await new Promise((resolve) => setImmediate(resolve));
-    }
+    if (!distributed) await closeAll();
     const until = now() + 2_500;
     while (local.size > 0 && now() < until) await new Promise((resolve) => setTimeout(resolve, 20));
     for (const conn of local.values()) conn.terminate('shutdown');
@@ -241,11 +271,11 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
   app.addHook('onClose', async () => {
     stopHeartbeat();
     stopFanout();
+    offExpired();
+    offInstances();
     for (const off of unsubscribers) off();
     await chats.close();
     await new Promise<void>((resolve) => wss.close(() => resolve()));
-    if (!options.buffer) await buffer.close();
-    if (!options.bus) await bus.close();
-    if (!options.directory) await directory.close();
+    // The ports belong to the engine, which closes them after the app.
   });
 }

@@ -1,14 +1,16 @@
 /**
  * Contract suites for the realtime ports (connection directory, stream buffer, bus), run
- * against the in-process implementations; Redis implementations will run the same suites.
+ * against the in-process implementations always and the Redis ones when TEST_REDIS_URL is set.
  */
-import { describe, expect, it } from 'vitest';
-import { MemoryBus } from '../../src/engine/bus/index.js';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MemoryBus, RedisBus } from '../../src/engine/bus/index.js';
 import type { Bus } from '../../src/engine/bus/index.js';
-import { MemoryConnectionDirectory } from '../../src/engine/connections/index.js';
+import { MemoryConnectionDirectory, RedisConnectionDirectory } from '../../src/engine/connections/index.js';
 import type { ConnectionDirectory, ConnectionMeta } from '../../src/engine/connections/index.js';
-import { MemoryStreamBuffer } from '../../src/engine/stream-buffer/index.js';
+import { MemoryStreamBuffer, RedisStreamBuffer } from '../../src/engine/stream-buffer/index.js';
 import type { StreamBuffer, StreamEntry } from '../../src/engine/stream-buffer/index.js';
+import { describeWithRedis, uniqueName } from '../helpers/env.js';
 
 function meta(id: string, userId: string, extra: Partial<ConnectionMeta> = {}): ConnectionMeta {
   return {
@@ -143,3 +145,67 @@ export function describeBusContract(name: string, factory: () => Bus): void {
 describeDirectoryContract('memory', () => new MemoryConnectionDirectory());
 describeStreamBufferContract('memory', (maxEvents) => new MemoryStreamBuffer({ maxEvents }));
 describeBusContract('memory', () => new MemoryBus());
+
+describeWithRedis('realtime ports', ({ url, prefix }) => {
+  const clients: Redis[] = [];
+  const client = () => {
+    const redis = new Redis(url);
+    clients.push(redis);
+    return redis;
+  };
+  afterAll(() => {
+    for (const c of clients) c.disconnect();
+  });
+  const unique = (what: string) => `${prefix}${uniqueName(what)}:`;
+  describeDirectoryContract('redis', () => new RedisConnectionDirectory({ redis: client(), prefix: unique('cd'), owner: uniqueName('ins') }));
+  describeStreamBufferContract('redis', (maxEvents) => {
+    const p = unique('sb');
+    return new RedisStreamBuffer({ redis: client(), bus: new RedisBus({ redis: client(), prefix: `${p}bus:` }), prefix: p, maxEvents });
+  });
+  describeBusContract('redis', () => new RedisBus({ redis: client(), prefix: unique('bus') }));
+
+  it('a stream written on one instance is read and tailed on another, each entry once', async () => {
+    const p = unique('sb2');
+    const make = () => new RedisStreamBuffer({ redis: client(), bus: new RedisBus({ redis: client(), prefix: `${p}bus:` }), prefix: p });
+    const a = make();
+    const b = make();
+    await a.open('k', 60_000);
+    for (let i = 0; i < 3; i++) await a.append('k', { seq: i, frame: { i } });
+    const live: number[] = [];
+    let ended = false;
+    const off = await b.subscribe('k', (e, end) => {
+      live.push(e.seq);
+      ended ||= end;
+    });
+    const backlog = (await b.read('k', 0))!.entries.map((e) => e.seq);
+    await Promise.all([a.append('k', { seq: 3, frame: {} }), a.append('k', { seq: 4, frame: {} })]);
+    await a.end('k', { seq: 5, frame: { done: true } }, 60_000);
+    for (let i = 0; i < 100 && !ended; i++) await new Promise((r) => setTimeout(r, 5));
+    const seen = [...new Set([...backlog, ...live])];
+    expect(backlog).toEqual([1, 2]);
+    expect(seen).toEqual([1, 2, 3, 4, 5]);
+    expect(ended).toBe(true);
+    off();
+    await a.close();
+    await b.close();
+  });
+
+  it('a crashed instance\'s connections vanish from every answer and are swept once', async () => {
+    const p = unique('cd2');
+    const swept: string[][] = [];
+    const dead = new RedisConnectionDirectory({ redis: client(), prefix: p, owner: 'dead', ttlMs: 60 });
+    const live = new RedisConnectionDirectory({ redis: client(), prefix: p, owner: 'live', ttlMs: 5_000, onOwnerExpired: (o) => swept.push(o) });
+    await dead.add(meta('c1', 'u1', { instanceId: 'dead' }));
+    await live.add(meta('c2', 'u1', { instanceId: 'live' }));
+    expect(await live.countByUser('u1')).toBe(2);
+    await (dead as unknown as { timer: NodeJS.Timeout }).timer.close();
+    await new Promise((r) => setTimeout(r, 120));
+    expect(await live.countByUser('u1')).toBe(1);
+    expect(await live.count()).toBe(1);
+    expect((await live.filter({})).map((m) => m.id)).toEqual(['c2']);
+    expect(await live.heartbeat()).toEqual(['dead']);
+    expect(await live.heartbeat()).toEqual([]);
+    expect(swept).toEqual([['dead']]);
+    await live.close();
+  });
+});

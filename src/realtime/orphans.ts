@@ -1,0 +1,128 @@
+/**
+ * Chats whose instance died. Every running WebSocket chat is registered in Redis under its
+ * instance (`PREFIX chats:<instanceId>`: chat key → registration). When an instance's
+ * heartbeat expires, exactly one survivor is told (the directory's sweep is one atomic
+ * script) and settles that instance's chats here:
+ *
+ * - it takes the instance's registrations atomically (MULTI HGETALL + DEL), so no other
+ *   survivor can settle them again;
+ * - a chat whose stream already ended, or whose request id already has a usage record, was
+ *   settled by its own instance before it died: skipped, never counted twice;
+ * - otherwise one usage record, outcome `failed_midstream` (or `error` before any event),
+ *   with the tokens its buffered events report (message_start / message_delta usage), and
+ *   the stream is ended with a `chat.error` so a client resuming anywhere gets a clear answer.
+ *
+ * What is lost: the upstream key id (not in the events; recorded as null) and tokens the
+ * upstream produced after the last buffered event.
+ */
+import type { FastifyBaseLogger } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { Db } from '../db/index.js';
+import type { StreamBuffer } from '../engine/stream-buffer/index.js';
+import type { UsageLedger } from '../vault/usage.js';
+import type { ChatRegistration, ChatRegistry } from './chats.js';
+
+export interface OrphanDeps {
+  redis: Redis;
+  /** e.g. `portcullis:chats:`. */
+  prefix: string;
+  instanceId: string;
+  buffer: StreamBuffer;
+  usage: UsageLedger;
+  db: Db;
+  resumeWindowMs: number;
+  log: FastifyBaseLogger;
+  now?: () => number;
+}
+
+/** The Redis chat registry of one instance. */
+export function redisChatRegistry(deps: Pick<OrphanDeps, 'redis' | 'prefix' | 'instanceId'>): ChatRegistry {
+  const key = `${deps.prefix}${deps.instanceId}`;
+  return {
+    register: async (chat) => void (await deps.redis.hset(key, chat.key, JSON.stringify(chat))),
+    unregister: async (chatKey) => void (await deps.redis.hdel(key, chatKey)),
+  };
+}
+
+interface Tokens {
+  inputTokens: number;
+  outputTokens: number;
+  cacheCreationInputTokens: number;
+  cacheReadInputTokens: number;
+}
+
+/** The usage the buffered Anthropic events of a chat report. */
+export function tokensFromFrames(frames: Record<string, unknown>[]): Tokens {
+  const t: Tokens = { inputTokens: 0, outputTokens: 0, cacheCreationInputTokens: 0, cacheReadInputTokens: 0 };
+  const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0);
+  for (const frame of frames) {
+    const event = frame.event as { type?: string; message?: { usage?: Record<string, unknown> }; usage?: Record<string, unknown> } | undefined;
+    const usage = event?.type === 'message_start' ? event.message?.usage : event?.type === 'message_delta' ? event.usage : undefined;
+    if (!usage) continue;
+    if (usage.input_tokens !== undefined) t.inputTokens = Math.max(t.inputTokens, n(usage.input_tokens));
+    if (usage.output_tokens !== undefined) t.outputTokens = Math.max(t.outputTokens, n(usage.output_tokens));
+    if (usage.cache_creation_input_tokens !== undefined) t.cacheCreationInputTokens = Math.max(t.cacheCreationInputTokens, n(usage.cache_creation_input_tokens));
+    if (usage.cache_read_input_tokens !== undefined) t.cacheReadInputTokens = Math.max(t.cacheReadInputTokens, n(usage.cache_read_input_tokens));
+  }
+  return t;
+}
+
+/** Settles the chats of instances that died; returns how many were settled here. */
+export async function settleOrphans(deps: OrphanDeps, deadInstances: string[]): Promise<number> {
+  const now = deps.now ?? Date.now;
+  let settled = 0;
+  for (const dead of deadInstances) {
+    const key = `${deps.prefix}${dead}`;
+    const taken = await deps.redis.multi().hgetall(key).del(key).exec();
+    const all = (taken?.[0]?.[1] ?? {}) as Record<string, string>;
+    for (const raw of Object.values(all)) {
+      const chat = JSON.parse(raw) as ChatRegistration;
+      try {
+        if (await settleOne(deps, chat, now())) settled += 1;
+      } catch (err) {
+        deps.log.error({ err, chat_id: chat.chatId, instance: dead }, 'could not settle the chat of a lost instance');
+      }
+    }
+    deps.log.warn({ instance: dead, chats: Object.keys(all).length }, 'instance lost: its chats were settled as failed');
+  }
+  return settled;
+}
+
+async function settleOne(deps: OrphanDeps, chat: ChatRegistration, at: number): Promise<boolean> {
+  const stream = await deps.buffer.read(chat.key, -1);
+  if (stream?.ended) return false;
+  const existing = await deps.db.selectFrom('usage_records').select('request_id').where('request_id', '=', chat.requestId).executeTakeFirst();
+  if (existing) return false;
+  const frames = (stream?.entries ?? []).map((e) => e.frame);
+  const events = frames.filter((f) => f.type === 'chat.event').length;
+  await deps.usage.record({
+    requestId: chat.requestId,
+    userId: chat.userId,
+    sessionId: chat.sessionId,
+    personalTokenId: chat.personalTokenId,
+    keyId: null,
+    model: chat.model,
+    stream: true,
+    ...tokensFromFrames(frames),
+    status: events > 0 ? 200 : 502,
+    outcome: events > 0 ? 'failed_midstream' : 'error',
+    errorType: 'instance_lost',
+    latencyMs: Math.max(0, at - chat.startedAt),
+    ttfbMs: null,
+    retries: 0,
+    fallback: null,
+    createdAt: at,
+  });
+  const lastSeq = stream?.entries.at(-1)?.seq ?? -1;
+  if (stream) {
+    await deps.buffer.end(
+      chat.key,
+      {
+        seq: lastSeq + 1,
+        frame: { type: 'chat.error', id: chat.chatId, error: { type: 'api_error', message: 'The server running this chat stopped; the chat failed. Start it again.' } },
+      },
+      deps.resumeWindowMs,
+    );
+  }
+  return true;
+}
