@@ -119,18 +119,7 @@ export class SessionService {
   async start(userId: string, meta: SessionMeta): Promise<IssuedTokens> {
     const view = await this.activeUser(userId);
     const now = this.now();
-    const row: SessionRow = {
-      id: `ses_${randomBytes(16).toString('hex')}`,
-      user_id: userId,
-      created_at: now,
-      last_seen_at: now,
-      ip: meta.ip,
-      user_agent: meta.userAgent ? meta.userAgent.slice(0, 512) : null,
-      issuer: meta.issuer,
-      expires_at: now + this.options.config.sessionMaxAge,
-      revoked_at: null,
-      revoked_reason: null,
-    };
+    const row = newSessionRow(userId, meta, now, now + this.options.config.sessionMaxAge);
     const refreshToken = newToken('pcl_rt_');
     await this.db.transaction().execute(async (trx) => {
       await trx.insertInto('sessions').values(row).execute();
@@ -286,18 +275,7 @@ export class SessionService {
     }
     const view = await this.activeUser(userId);
     const now = this.now();
-    const row: SessionRow = {
-      id: `ses_${randomBytes(16).toString('hex')}`,
-      user_id: userId,
-      created_at: now,
-      last_seen_at: now,
-      ip: options.ip ?? '127.0.0.1',
-      user_agent: null,
-      issuer: options.issuer,
-      expires_at: now + options.ttlMs,
-      revoked_at: null,
-      revoked_reason: null,
-    };
+    const row = newSessionRow(userId, { ip: options.ip ?? '127.0.0.1', userAgent: null, issuer: options.issuer }, now, now + options.ttlMs);
     await this.db.insertInto('sessions').values(row).execute();
     const signed = await this.sign(view, row.id, row.expires_at, now);
     return { accessToken: signed.token, accessExpiresAt: signed.expiresAt, session: toInfo(row) };
@@ -360,4 +338,19 @@ export class SessionService {
       session,
     };
   }
+}
+
+function newSessionRow(userId: string, meta: SessionMeta, now: number, expiresAt: number): SessionRow {
+  return {
+    id: `ses_${randomBytes(16).toString('hex')}`,
+    user_id: userId,
+    created_at: now,
+    last_seen_at: now,
+    ip: meta.ip,
+    user_agent: meta.userAgent ? meta.userAgent.slice(0, 512) : null,
+    issuer: meta.issuer,
+    expires_at: expiresAt,
+    revoked_at: null,
+    revoked_reason: null,
+  };
 }
