@@ -10,7 +10,8 @@
  * a 1 s warm-up, requests spread over 50 users' personal tokens. "on" = requests/minute,
  * requests/day, tokens/minute, streams, failed-auth and per-IP limits all enforced (high
  * enough that nothing is refused); "off" = every one of them 0, so the limiter is never
- * called. Configurations are interleaved per round and the median round is reported.
+ * called. Configurations are interleaved per round (on/off order alternating) and the
+median of the rounds is reported.
  */
 import { execFileSync, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -105,7 +106,8 @@ async function main(): Promise<void> {
   try {
     for (let round = 0; round < ROUNDS; round++) {
       for (const store of ['memory', 'redis'] as const) {
-        for (const limits of ['off', 'on'] as const) {
+        // Alternate which goes first, so a drift in machine load does not favour one side.
+        for (const limits of round % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
           const m = await measure(simUrl, store, limits, `${prefix}${round}:${limits}:`);
           all.push(m);
           console.error(`round ${round + 1}: ${store} ${limits}: ${Math.round(m.rps)} req/s, p50 ${m.p50} ms, p99 ${m.p99} ms, non-2xx ${m.non2xx}`);
@@ -135,7 +137,9 @@ async function main(): Promise<void> {
   // Per-round ratios show the noise of a shared machine.
   for (const store of ['memory', 'redis'] as const) {
     const ratios = Array.from({ length: ROUNDS }, (_, i) => {
-      const [off, on] = all.filter((m) => m.store === store).slice(i * 2, i * 2 + 2);
+      const pair = all.filter((m) => m.store === store).slice(i * 2, i * 2 + 2);
+      const off = pair.find((m) => m.limits === 'off');
+      const on = pair.find((m) => m.limits === 'on');
       return `${((on!.rps / off!.rps) * 100).toFixed(1)}%`;
     });
     console.log(`${store} on/off per round: ${ratios.join(', ')}`);
