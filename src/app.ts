@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import fastifyCookie from '@fastify/cookie';
 import Fastify from 'fastify';
-import { Registry } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream, LoggerOptions } from 'pino';
 import type { Config } from './config/index.js';
@@ -138,7 +138,14 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     app.log.warn({ key: 'default' }, 'key vault: ANTHROPIC_API_KEY is not in the vault but the name default is taken (rotated?); not imported');
   }
   const usage = new UsageLedger(engine.database.db);
-  const chat = await createChatServices({ config, engine, vault, usage, log: app.log });
+  const metrics = new Registry();
+  const rateLimitFailures = new Counter({
+    name: 'portcullis_rate_limit_store_failures_total',
+    help: 'Rate-limit store calls that failed or timed out, by operation and the failure policy applied.',
+    labelNames: ['operation', 'policy'],
+    registers: [metrics],
+  });
+  const chat = await createChatServices({ config, engine, vault, usage, log: app.log, rateLimitFailures });
   app.addHook('onClose', () => chat.close());
   const services: AppServices = {
     config,
@@ -153,7 +160,7 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     chat: chat.chat,
     demo: chat.demo,
     ...auth,
-    metrics: new Registry(),
+    metrics,
   };
   app.decorate('services', services);
   if (masterKeys.generatedFile) {
@@ -178,7 +185,7 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   });
 
   if (!app.hasDecorator('parseCookie')) await app.register(fastifyCookie);
-  installAuthGuards(app, services.authenticate, config);
+  installAuthGuards(app, { authenticate: services.authenticate, limiter: chat.limiter, config });
 
   // Brute-force protection: sign-in and token endpoints are limited per client IP.
   app.addHook('onRequest', async (request) => {

@@ -10,6 +10,8 @@ import type { AuthContext, AuthInput, Authenticate } from './authenticate.js';
 import { checkCsrf, isStateChanging } from './cookies.js';
 import type { Capability } from './permissions.js';
 import { requireCapability } from './permissions.js';
+import type { RateLimiter } from '../ratelimit/limiter.js';
+import { authenticateWithinFailureLimit } from '../ratelimit/auth-failures.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -31,27 +33,36 @@ export function authInput(request: Pick<FastifyRequest, 'headers' | 'cookies'>):
   return { authorization: header('authorization'), apiKey: header('x-api-key'), cookies: request.cookies ?? {} };
 }
 
-/** Authenticates a request, applying CSRF checks when a cookie authenticated a state change. */
-export async function authenticateRequest(
-  request: FastifyRequest,
-  authenticate: Authenticate,
-  config: Pick<Config, 'publicUrl' | 'allowedOrigins'>,
-): Promise<AuthContext> {
+/** What the guard needs: the one authenticate function, the limiter and the CSRF settings. */
+export interface AuthGuardDeps {
+  authenticate: Authenticate;
+  /** Counts failed authentications per client IP (brute-force protection). */
+  limiter: RateLimiter;
+  config: Pick<Config, 'publicUrl' | 'allowedOrigins'>;
+}
+
+/**
+ * Authenticates a request once (the result is kept on `request.auth`): refused with a 429
+ * when the client IP is over RATE_LIMIT_AUTH_FAILURES_PER_MIN, a failed credential counts
+ * against that IP (see authenticateWithinFailureLimit), and a cookie-authenticated state
+ * change must pass the CSRF/Origin checks.
+ */
+export async function authenticateRequest(request: FastifyRequest, deps: AuthGuardDeps): Promise<AuthContext> {
   if (request.auth) return request.auth;
-  const auth = await authenticate(authInput(request));
-  if (auth.credential === 'cookie' && isStateChanging(request.method)) checkCsrf(request, config);
+  const auth = await authenticateWithinFailureLimit({ limiter: deps.limiter, authenticate: deps.authenticate, ip: request.ip, input: authInput(request) });
+  if (auth.credential === 'cookie' && isStateChanging(request.method)) checkCsrf(request, deps.config);
   request.auth = auth;
   return auth;
 }
 
-export function installAuthGuards(app: FastifyInstance, authenticate: Authenticate, config: Pick<Config, 'publicUrl' | 'allowedOrigins'>): void {
+export function installAuthGuards(app: FastifyInstance, deps: AuthGuardDeps): void {
   app.decorateRequest('auth', null);
   const requireAuth: preHandlerAsyncHookHandler = async (request) => {
-    await authenticateRequest(request, authenticate, config);
+    await authenticateRequest(request, deps);
   };
   app.decorate('requireAuth', requireAuth);
   app.decorate('requireCapability', (capability: Capability): preHandlerAsyncHookHandler => async (request) => {
-    const auth = await authenticateRequest(request, authenticate, config);
+    const auth = await authenticateRequest(request, deps);
     requireCapability(auth.permissions, capability);
   });
 }

@@ -28,6 +28,16 @@ export interface Permissions {
   maxOutputTokens: number | null;
   /** The rate-limit tier; `default` unless a role or the user names another. */
   rateTier: string;
+  /** Per-user limits an admin set, replacing the tier's values (absent: the tier's). */
+  rateLimits?: RateLimitOverride;
+}
+
+/** Per-user numeric limits (0 = unlimited); each one given replaces the tier's value. */
+export interface RateLimitOverride {
+  rpm?: number;
+  rpd?: number;
+  tpm?: number;
+  concurrent?: number;
 }
 
 export interface UserOverrides {
@@ -35,6 +45,7 @@ export interface UserOverrides {
   capabilities: Capability[];
   maxOutputTokens: number | null;
   rateTier: string | null;
+  rateLimits?: RateLimitOverride | null;
 }
 
 /**
@@ -58,6 +69,7 @@ export function effectivePermissions(roles: RoleDefinition[], user: UserOverride
     capabilities: CAPABILITIES.filter((c) => capabilities.has(c)),
     maxOutputTokens: user.maxOutputTokens ?? roleCap ?? null,
     rateTier: user.rateTier ?? roleTier ?? 'default',
+    ...(user.rateLimits && Object.keys(user.rateLimits).length > 0 ? { rateLimits: user.rateLimits } : {}),
   };
 }
 

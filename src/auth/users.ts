@@ -8,7 +8,8 @@ import type { Db } from '../db/index.js';
 import { isForeignKeyViolation, isUniqueViolation } from '../db/errors.js';
 import type { RoleRow, UserRow } from '../db/types.js';
 import { GatewayError } from '../errors/index.js';
-import type { Capability, Permissions, RoleDefinition } from './permissions.js';
+import { tierOverrideSchema } from '../ratelimit/tiers.js';
+import type { Capability, Permissions, RateLimitOverride, RoleDefinition } from './permissions.js';
 import { effectivePermissions, isCapability } from './permissions.js';
 
 export interface User {
@@ -27,7 +28,7 @@ export interface User {
 /** A user with their roles, personal grants and what those add up to. */
 export interface UserView extends User {
   roles: string[];
-  grants: { models: string[]; capabilities: Capability[]; maxOutputTokens: number | null; rateTier: string | null };
+  grants: { models: string[]; capabilities: Capability[]; maxOutputTokens: number | null; rateTier: string | null; rateLimits: RateLimitOverride | null };
   permissions: Permissions;
 }
 
@@ -57,6 +58,22 @@ export interface UserFilter {
 }
 
 export type GrantKind = 'model' | 'capability';
+
+/** A change to a user's own rate limits: a number sets that limit (0 = unlimited), null clears it. */
+export type RateLimitPatch = Partial<Record<keyof RateLimitOverride, number | null>>;
+
+const RATE_LIMIT_NAMES = ['rpm', 'rpd', 'tpm', 'concurrent'] as const;
+
+/** The stored JSON, or null; a corrupt value reads as "no override" rather than failing sign-in. */
+function parseRateLimits(text: string | null): RateLimitOverride | null {
+  if (text === null) return null;
+  try {
+    const parsed = tierOverrideSchema.safeParse(JSON.parse(text));
+    return parsed.success && Object.keys(parsed.data).length > 0 ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
 
 function toUser(row: UserRow): User {
   return {
@@ -109,6 +126,7 @@ export class UserService {
             status: 'active',
             max_output_tokens: null,
             rate_tier: null,
+            rate_limits: null,
             created_at: now,
             updated_at: now,
             last_login_at: null,
@@ -270,6 +288,33 @@ export class UserService {
     await this.db.updateTable('users').set(patch).where('id', '=', id).execute();
   }
 
+  /**
+   * Changes the user's own numeric rate limits (requests/minute, /day, tokens/minute,
+   * concurrent streams), merged into what is set: a number sets one (0 = unlimited), null
+   * clears it back to the tier's. Returns what is now set (null: nothing, the tier rules).
+   * Takes effect on each instance within USER_CACHE_MS (authenticate's user cache).
+   */
+  async setRateLimits(id: string, patch: RateLimitPatch): Promise<RateLimitOverride | null> {
+    const row = await this.db.selectFrom('users').select('rate_limits').where('id', '=', id).executeTakeFirst();
+    if (!row) throw new GatewayError('not_found', `No user with id ${id}`, { reason: 'user_not_found' });
+    const next: Record<string, number> = { ...(parseRateLimits(row.rate_limits) ?? {}) };
+    for (const name of RATE_LIMIT_NAMES) {
+      const value = patch[name];
+      if (value === undefined) continue;
+      if (value === null) {
+        delete next[name];
+        continue;
+      }
+      if (!Number.isSafeInteger(value) || value < 0) {
+        throw new GatewayError('invalid_request', `${name}: expected a whole number >= 0 (0 = unlimited)`, { reason: 'invalid_limit' });
+      }
+      next[name] = value;
+    }
+    const stored = Object.keys(next).length > 0 ? JSON.stringify(next) : null;
+    await this.db.updateTable('users').set({ rate_limits: stored, updated_at: Date.now() }).where('id', '=', id).execute();
+    return parseRateLimits(stored);
+  }
+
   async roles(): Promise<RoleDefinition[]> {
     const rows = await this.db.selectFrom('roles').selectAll().orderBy('name').execute();
     return rows.map(toRole);
@@ -291,6 +336,7 @@ export class UserService {
       capabilities: grantRows.filter((g) => g.kind === 'capability').map((g) => g.value).filter(isCapability),
       maxOutputTokens: row.max_output_tokens,
       rateTier: row.rate_tier,
+      rateLimits: parseRateLimits(row.rate_limits),
     };
     const roles = roleRows.map(toRole);
     return { ...toUser(row), roles: roles.map((r) => r.name), grants, permissions: effectivePermissions(roles, grants) };

@@ -100,6 +100,7 @@ export class ChatPipeline {
     const admission = await this.deps.limiter.admitRequest({
       userId: auth.user.id,
       tier: auth.permissions.rateTier,
+      override: auth.permissions.rateLimits,
       estimatedInputTokens: estimateInputTokens(input.body),
       maxTokens: body.max_tokens,
     });
@@ -109,7 +110,7 @@ export class ChatPipeline {
 
     let lease;
     if (stream) {
-      const slot = await this.deps.limiter.acquireStream({ userId: auth.user.id, tier: auth.permissions.rateTier });
+      const slot = await this.deps.limiter.acquireStream({ userId: auth.user.id, tier: auth.permissions.rateTier, override: auth.permissions.rateLimits });
       if (!slot.allowed) {
         if (reservation) await this.deps.limiter.settle(reservation, 0).catch(() => {});
         throw rateLimitError(slot);

@@ -6,6 +6,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from '../config/index.js';
 import type { Engine } from '../engine/index.js';
+import type { FailureCounter } from '../ratelimit/index.js';
 import { RateLimiter } from '../ratelimit/index.js';
 import type { Upstream } from '../upstream/index.js';
 import { createUpstream } from '../upstream/index.js';
@@ -32,11 +33,13 @@ export interface CreateChatServicesOptions {
   vault: KeyVault;
   usage: UsageLedger;
   log: FastifyBaseLogger;
+  /** Counts rate-limit store failures (a Prometheus counter labelled operation, policy). */
+  rateLimitFailures?: FailureCounter;
 }
 
 export async function createChatServices(options: CreateChatServicesOptions): Promise<ChatServices> {
-  const { config, engine, vault, usage, log } = options;
-  const limiter = new RateLimiter({ config, store: engine.rateLimitStore, logger: log });
+  const { config, engine, vault, usage, log, rateLimitFailures } = options;
+  const limiter = new RateLimiter({ config, store: engine.rateLimitStore, logger: log, failureCounter: rateLimitFailures });
   const demo = demoModeWanted(config, vault.count()) ? await startDemoUpstream() : undefined;
   const upstream = createUpstream(config, demo ? { baseUrl: demo.baseUrl } : {});
   upstream.circuits.onStateChange((change) => log.warn({ key_id: change.keyId, from: change.from, to: change.to, reason: change.reason }, 'upstream key circuit changed'));

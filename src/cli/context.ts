@@ -25,6 +25,12 @@ export function collect(value: string, previous: string[]): string[] {
 }
 
 /** Commander parser for a positive integer option. */
+/** Commander parser for a whole number >= 0 (rate limits: 0 = unlimited). */
+export function nonNegativeInt(value: string): number {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) throw new InvalidArgumentError('expected a whole number >= 0');
+  return Number(value);
+}
+
 export function positiveInt(value: string): number {
   if (!/^\d+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError('expected a positive integer');
   return Number(value);

@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { UserService } from '../auth/users.js';
 import type { User, UserView } from '../auth/users.js';
 import { GatewayError } from '../errors/index.js';
-import { collect, positiveInt, withEngine } from './context.js';
+import { collect, nonNegativeInt, positiveInt, withEngine } from './context.js';
 import { print, table, time } from './output.js';
 
 function showText(view: UserView): string {
@@ -23,9 +23,23 @@ function showText(view: UserView): string {
     `capabilities:      ${p.capabilities.join(', ') || '-'}`,
     `max output tokens: ${p.maxOutputTokens ?? 'no cap'}`,
     `rate tier:         ${p.rateTier}`,
+    `rate limits:       ${rateLimitsText(view.grants.rateLimits)}`,
     `created:           ${time(view.createdAt)}`,
     `last login:        ${time(view.lastLoginAt)}`,
   ].join('\n');
+}
+
+const LIMIT_FLAGS = [
+  ['rpm', 'requests per minute'],
+  ['rpd', 'requests per day'],
+  ['tpm', 'tokens per minute'],
+  ['concurrent', 'concurrent streams'],
+] as const;
+type LimitFlag = (typeof LIMIT_FLAGS)[number][0];
+
+function rateLimitsText(limits: UserView['grants']['rateLimits']): string {
+  if (!limits) return 'from the tier';
+  return LIMIT_FLAGS.filter(([k]) => limits[k] !== undefined).map(([k]) => `${k}=${limits[k] === 0 ? 'unlimited' : limits[k]}`).join(', ') + ' (own; the rest from the tier)';
 }
 
 function listText(users: User[]): string {
@@ -109,18 +123,33 @@ export function usersCommand(): Command {
       .option('--capability <name>', 'manage_users, manage_keys, read_usage or broadcast (repeatable)', collect, []);
     if (verb === 'grant') {
       command.option('--max-output-tokens <n>', 'cap on max_tokens per request', positiveInt).option('--tier <tier>', 'rate-limit tier');
+      for (const [flag, what] of LIMIT_FLAGS) command.option(`--${flag} <n>`, `own limit of ${what}, replacing the tier's (0 = unlimited)`, nonNegativeInt);
     } else {
       command.option('--max-output-tokens', 'clear the personal cap on max_tokens').option('--tier', 'clear the personal rate-limit tier');
+      for (const [flag, what] of LIMIT_FLAGS) command.option(`--${flag}`, `clear the own limit of ${what} (back to the tier's)`);
     }
     command
       .option('--json', 'print JSON')
       .action(
         async (
           ref: string,
-          opts: { issuer?: string; role: string[]; model: string[]; capability: string[]; maxOutputTokens?: number | true; tier?: string | true; json?: boolean },
+          opts: {
+            issuer?: string;
+            role: string[];
+            model: string[];
+            capability: string[];
+            maxOutputTokens?: number | true;
+            tier?: string | true;
+            json?: boolean;
+          } & Partial<Record<LimitFlag, number | true>>,
         ) => {
-          const nothing = !opts.role.length && !opts.model.length && !opts.capability.length && opts.maxOutputTokens === undefined && opts.tier === undefined;
-          if (nothing) throw new GatewayError('invalid_request', `nothing to ${verb}: give --role, --model, --capability, --max-output-tokens or --tier`);
+          const limitPatch: Partial<Record<LimitFlag, number | null>> = {};
+          for (const [flag] of LIMIT_FLAGS) if (opts[flag] !== undefined) limitPatch[flag] = verb === 'grant' ? (opts[flag] as number) : null;
+          const nothing =
+            !opts.role.length && !opts.model.length && !opts.capability.length && opts.maxOutputTokens === undefined && opts.tier === undefined && Object.keys(limitPatch).length === 0;
+          if (nothing) {
+            throw new GatewayError('invalid_request', `nothing to ${verb}: give --role, --model, --capability, --max-output-tokens, --tier, --rpm, --rpd, --tpm or --concurrent`);
+          }
           await withEngine(async ({ engine }) => {
             const service = new UserService(engine.database.db);
             const user = await service.resolve(ref, opts.issuer);
@@ -133,6 +162,7 @@ export function usersCommand(): Command {
                 rateTier: opts.tier === undefined ? undefined : verb === 'grant' ? (opts.tier as string) : null,
               });
             }
+            if (Object.keys(limitPatch).length > 0) await service.setRateLimits(user.id, limitPatch);
             const view = await service.view(user.id);
             print(view, opts, () => showText(view));
           });

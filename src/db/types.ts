@@ -16,6 +16,8 @@ export interface UsersTable {
   max_output_tokens: number | null;
   /** Per-user override of the rate-limit tier; null inherits. */
   rate_tier: string | null;
+  /** Per-user rate limits, JSON `{rpm?, rpd?, tpm?, concurrent?}` replacing the tier's; null inherits. */
+  rate_limits: string | null;
   created_at: number;
   updated_at: number;
   last_login_at: number | null;

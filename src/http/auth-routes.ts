@@ -82,7 +82,7 @@ function auth(request: FastifyRequest): AuthContext {
 }
 
 export const authRoutes: FastifyPluginAsync = async (app) => {
-  const { config, sessions, personalTokens, users, signingKeys, authenticate } = app.services;
+  const { config, sessions, personalTokens, users, signingKeys, authenticate, limiter } = app.services;
   // A POST with no body (cookie refresh, logout) is fine even when it says application/json.
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
@@ -124,7 +124,7 @@ export const authRoutes: FastifyPluginAsync = async (app) => {
     if (usesCookies && (request.cookies[ACCESS_COOKIE] || request.cookies[REFRESH_COOKIE])) checkCsrf(request, config);
     let sessionId: string | null;
     try {
-      sessionId = (await authenticateRequest(request, authenticate, config)).sessionId;
+      sessionId = (await authenticateRequest(request, { authenticate, limiter, config })).sessionId;
     } catch (err) {
       // An expired access token must not stop a logout: fall back to the refresh token.
       const refresh = body.refresh_token ?? (usesCookies ? request.cookies[REFRESH_COOKIE] : undefined);

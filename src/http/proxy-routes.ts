@@ -78,7 +78,13 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
     const raw = (request.body as Buffer | undefined) ?? Buffer.alloc(0);
     const body = parseCountTokensBody(raw);
     requireModel(user.permissions, body.model);
-    const admission = await limiter.admitRequest({ userId: user.user.id, tier: user.permissions.rateTier, estimatedInputTokens: 0, maxTokens: 0 });
+    const admission = await limiter.admitRequest({
+      userId: user.user.id,
+      tier: user.permissions.rateTier,
+      override: user.permissions.rateLimits,
+      estimatedInputTokens: 0,
+      maxTokens: 0,
+    });
     if (!admission.allowed) throw rateLimitError(admission);
     const outcome = await callUpstream({
       ...upstream,

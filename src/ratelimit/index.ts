@@ -15,6 +15,8 @@ export type {
   TokenReservation,
 } from './limiter.js';
 export { RateLimiter, ipGroup } from './limiter.js';
+export type { GuardedAuthenticateOptions } from './auth-failures.js';
+export { authenticateWithinFailureLimit } from './auth-failures.js';
 export { bindingLimit, rateLimitError, rateLimitHeaders } from './errors.js';
 export type { RateLimitConfig, TierLimits, TierOverride } from './tiers.js';
 export { applyOverride, tierOverrideSchema, tierTable } from './tiers.js';

@@ -112,6 +112,9 @@ const admitSchema = z.object({
   maxTokens: z.number().int().min(0),
   now: z.number().int().min(0).optional(),
 });
+// Built once: constructing a zod schema costs far more than running it (hot path).
+const tokensSchema = z.number().int().min(0);
+const ipSchema = z.string().min(1).max(64);
 const streamSchema = z.object({
   userId: z.string().min(1).max(256),
   tier: z.string().max(64).optional(),
@@ -193,7 +196,7 @@ export class RateLimiter {
    * failure is logged and counted, and the reservation simply stands until it expires.
    */
   async settle(reservation: TokenReservation, actualTokens: number, now?: number): Promise<void> {
-    const cost = z.number().int().min(0).parse(actualTokens);
+    const cost = tokensSchema.parse(actualTokens);
     if (cost === reservation.reserved) return;
     const adjustment = [{ key: reservation.key, windowMs: reservation.windowMs, cost }];
     await this.guard('reconcile', () => this.store.reconcile(reservation.id, adjustment, now === undefined ? {} : { now }), false);
@@ -252,7 +255,7 @@ export class RateLimiter {
 
   private async ipCheck(o: { ip: string; bucket: IpBucket; limit: number; name: LimitName; cost: number; now: number | undefined }): Promise<LimitDecision> {
     if (o.limit === 0) return { allowed: true, limits: [], degraded: false };
-    const rule = { key: `ip:{${ipGroup(z.string().min(1).max(64).parse(o.ip))}}:${o.bucket}`, limit: o.limit, windowMs: MINUTE, cost: o.cost };
+    const rule = { key: `ip:{${ipGroup(ipSchema.parse(o.ip))}}:${o.bucket}`, limit: o.limit, windowMs: MINUTE, cost: o.cost };
     const decision = await this.guard('check', () => this.store.check([rule], o.now === undefined ? {} : { now: o.now }));
     if (!decision) return { allowed: true, limits: [], degraded: true };
     return { allowed: decision.allowed, limits: decision.rules.map((r) => ({ name: o.name, ...r })), degraded: false };

@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { AuthContext, AuthInput, Authenticate } from '../auth/authenticate.js';
 import { GatewayError, renderError } from '../errors/index.js';
 import type { RateLimiter } from '../ratelimit/index.js';
-import { rateLimitError } from '../ratelimit/index.js';
+import { authenticateWithinFailureLimit, rateLimitError } from '../ratelimit/index.js';
 import { BEARER_PREFIX, PROTOCOL } from './protocol.js';
 
 export const WS_PATH = '/v1/ws';
@@ -85,16 +85,7 @@ export async function admitUpgrade(req: IncomingMessage, deps: UpgradeDeps): Pro
   if (origin !== null && !deps.origins.has(origin)) {
     throw new GatewayError('permission_denied', 'WebSocket refused: Origin is not allowed', { reason: 'origin_not_allowed' });
   }
-  const failures = await deps.limiter.admitIp(ip, 'auth_failure');
-  if (!failures.allowed) throw rateLimitError(failures);
-  let auth: AuthContext;
-  try {
-    auth = await deps.authenticate(input);
-  } catch (err) {
-    const presented = Boolean(input.authorization) || Object.keys(input.cookies ?? {}).length > 0;
-    if (presented && err instanceof GatewayError && err.code === 'unauthenticated') await deps.limiter.recordAuthFailure(ip);
-    throw err;
-  }
+  const auth = await authenticateWithinFailureLimit({ limiter: deps.limiter, authenticate: deps.authenticate, ip, input });
   if (auth.credential === 'cookie' && origin === null) {
     throw new GatewayError('permission_denied', 'WebSocket refused: a cookie-authenticated upgrade must carry an allowed Origin', { reason: 'origin_required' });
   }

@@ -15,7 +15,7 @@ describeEachDatabase('portcullis users (CLI)', (db) => {
     expect(show.code).toBe(0);
     const user = JSON.parse(show.stdout);
     expect(user).toMatchObject({ subject: 'alice.crypto', issuer: 'https://example.test', roles: ['admin'], status: 'active' });
-    expect(user.grants).toEqual({ models: [], capabilities: [], maxOutputTokens: null, rateTier: null });
+    expect(user.grants).toEqual({ models: [], capabilities: [], maxOutputTokens: null, rateTier: null, rateLimits: null });
     expect(user.permissions.capabilities).toContain('manage_keys');
   });
 
@@ -24,7 +24,7 @@ describeEachDatabase('portcullis users (CLI)', (db) => {
     expect((await cli(['users', 'add', '--sub', 'bob.crypto'], env)).code).toBe(0);
     const grant = await cli(['users', 'grant', 'bob.crypto', '--model', 'claude-sonnet-*', '--max-output-tokens', '1024', '--tier', 'pro', '--json'], env);
     expect(grant.code).toBe(0);
-    expect(JSON.parse(grant.stdout).grants).toEqual({ models: ['claude-sonnet-*'], capabilities: [], maxOutputTokens: 1024, rateTier: 'pro' });
+    expect(JSON.parse(grant.stdout).grants).toEqual({ models: ['claude-sonnet-*'], capabilities: [], maxOutputTokens: 1024, rateTier: 'pro', rateLimits: null });
     const revoke = await cli(['users', 'revoke', 'bob.crypto', '--model', 'claude-sonnet-*', '--tier', '--json'], env);
     expect(JSON.parse(revoke.stdout).grants).toMatchObject({ models: [], rateTier: null, maxOutputTokens: 1024 });
     expect((await cli(['users', 'disable', 'bob.crypto'], env)).stdout.trim()).toBe('bob.crypto: disabled');

@@ -52,7 +52,7 @@ describeEachDatabase('users and permissions', (db) => {
     await users.setLimits(carol.id, { maxOutputTokens: 2048, rateTier: 'pro' });
     let view = await users.view(carol.id);
     expect(view.roles).toEqual(['admin', 'member']);
-    expect(view.grants).toEqual({ models: ['gpt-*'], capabilities: ['read_usage'], maxOutputTokens: 2048, rateTier: 'pro' });
+    expect(view.grants).toEqual({ models: ['gpt-*'], capabilities: ['read_usage'], maxOutputTokens: 2048, rateTier: 'pro', rateLimits: null });
     expect(view.permissions.capabilities).toEqual(['manage_users', 'manage_keys', 'read_usage', 'broadcast']);
     expect(view.permissions.maxOutputTokens).toBe(2048);
     expect(view.permissions.rateTier).toBe('pro');

@@ -28,11 +28,11 @@ export function uniqueName(prefix: string): string {
 
 /**
  * Settings every test wants: a free port, quiet logs, state in a temporary folder. Every
- * test client comes from 127.0.0.1, so the per-IP sign-in limit is off unless a test turns
- * it on to test it.
+ * test client comes from 127.0.0.1, so the per-IP sign-in and failed-authentication limits
+ * are off unless a test turns them on to test them.
  */
 export function baseEnv(dataDir: string): Environment {
-  return { PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', NODE_ENV: 'test', DATA_DIR: dataDir, RATE_LIMIT_IP_AUTH_PER_MIN: '0' };
+  return { PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', NODE_ENV: 'test', DATA_DIR: dataDir, RATE_LIMIT_IP_AUTH_PER_MIN: '0', RATE_LIMIT_AUTH_FAILURES_PER_MIN: '0' };
 }
 
 export interface DatabaseContext {

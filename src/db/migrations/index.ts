@@ -8,6 +8,7 @@ import * as m0002 from './0002_sessions.js';
 import * as m0003 from './0003_login_states.js';
 import * as m0004 from './0004_upstream_keys.js';
 import * as m0005 from './0005_usage.js';
+import * as m0006 from './0006_user_rate_limits.js';
 
 export const migrations: Record<string, Migration> = {
   '0001_users': m0001,
@@ -15,4 +16,5 @@ export const migrations: Record<string, Migration> = {
   '0003_login_states': m0003,
   '0004_upstream_keys': m0004,
   '0005_usage': m0005,
+  '0006_user_rate_limits': m0006,
 };

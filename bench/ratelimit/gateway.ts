@@ -1,0 +1,153 @@
+/**
+ * The gateway's proxy throughput with rate limiting on vs off, for the memory and the
+ * Redis store, in one run; then the stores' raw checks per second (bench/ratelimit/store.ts).
+ *
+ *   npx tsx bench/ratelimit/gateway.ts
+ *   BENCH_SECONDS=8 BENCH_ROUNDS=3 BENCH_REDIS_URL=redis://127.0.0.1:6379 npx tsx bench/ratelimit/gateway.ts
+ *
+ * Each measurement: the gateway in a child process (SQLite, the simulator as upstream),
+ * autocannon with 50 connections POSTing non-streaming /v1/messages for BENCH_SECONDS after
+ * a 1 s warm-up, requests spread over 50 users' personal tokens. "on" = requests/minute,
+ * requests/day, tokens/minute, streams, failed-auth and per-IP limits all enforced (high
+ * enough that nothing is refused); "off" = every one of them 0, so the limiter is never
+ * called. Configurations are interleaved per round (on/off order alternating) and the
+median of the rounds is reported.
+ */
+import { execFileSync, fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { Redis } from 'ioredis';
+import { buildSimulator } from '../../src/simulator/index.js';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CONNECTIONS = 50;
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const KEY = 'sk-bench-ratelimit';
+const BODY = JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 64, messages: [{ role: 'user', content: 'hello there, how are you' }] });
+
+const ON = {
+  RATE_LIMIT_RPM: '10000000',
+  RATE_LIMIT_RPD: '100000000',
+  RATE_LIMIT_TPM: '1000000000',
+  RATE_LIMIT_CONCURRENT: '10000',
+  RATE_LIMIT_AUTH_FAILURES_PER_MIN: '1000',
+  RATE_LIMIT_IP_AUTH_PER_MIN: '1000',
+};
+const OFF = Object.fromEntries(Object.keys(ON).map((k) => [k, '0']));
+
+interface Measurement {
+  store: 'memory' | 'redis';
+  limits: 'on' | 'off';
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+}
+
+async function measure(simUrl: string, store: Measurement['store'], limits: Measurement['limits'], prefix: string): Promise<Measurement> {
+  const child = fork(fileURLToPath(new URL('./gateway-server.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    env: {
+      PATH: process.env.PATH,
+      ANTHROPIC_BASE_URL: simUrl,
+      ANTHROPIC_API_KEY: KEY,
+      BENCH_USERS: '50',
+      ...(limits === 'on' ? ON : OFF),
+      ...(store === 'redis' ? { REDIS_URL, REDIS_KEY_PREFIX: prefix } : {}),
+    },
+  });
+  const [ready] = (await once(child, 'message')) as [{ url: string; tokens: string[] }];
+  let next = 0;
+  const options = {
+    url: `${ready.url}/v1/messages`,
+    connections: CONNECTIONS,
+    method: 'POST' as const,
+    headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+    body: BODY,
+    requests: [
+      {
+        setupRequest: (req: { headers?: Record<string, string> }) => {
+          req.headers = { ...req.headers, 'x-api-key': ready.tokens[next++ % ready.tokens.length]! };
+          return req;
+        },
+      },
+    ],
+  };
+  await autocannon({ ...options, duration: 1 });
+  const result = await autocannon({ ...options, duration: SECONDS });
+  child.send({ cmd: 'stop' });
+  await once(child, 'exit');
+  return { store, limits, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx + result.errors };
+}
+
+async function clean(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  let cursor = '0';
+  let rounds = 0;
+  do {
+    const [nextCursor, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    if (keys.length) await redis.del(...keys);
+    cursor = nextCursor;
+  } while (cursor !== '0' && ++rounds < 100_000);
+  redis.disconnect();
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main(): Promise<void> {
+  const sim = await buildSimulator({ keys: [KEY], maxLoggedRequests: 10 });
+  const simUrl = await sim.listen();
+  const prefix = `bench:${randomBytes(4).toString('hex')}:`;
+  const all: Measurement[] = [];
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const store of ['memory', 'redis'] as const) {
+        // Alternate which goes first, so a drift in machine load does not favour one side.
+        for (const limits of round % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
+          const m = await measure(simUrl, store, limits, `${prefix}${round}:${limits}:`);
+          all.push(m);
+          console.error(`round ${round + 1}: ${store} ${limits}: ${Math.round(m.rps)} req/s, p50 ${m.p50} ms, p99 ${m.p99} ms, non-2xx ${m.non2xx}`);
+        }
+      }
+    }
+  } finally {
+    await sim.close();
+    await clean(prefix).catch(() => {});
+  }
+
+  console.log(`\ngateway proxy throughput, limiting on vs off (${CONNECTIONS} connections, ${SECONDS} s, median of ${ROUNDS} rounds, node ${process.version})`);
+  console.log('| store  | limits | req/s | p50 ms | p99 ms | non-2xx | on/off |');
+  console.log('|--------|--------|------:|-------:|-------:|--------:|-------:|');
+  for (const store of ['memory', 'redis'] as const) {
+    const row = (limits: 'on' | 'off') => {
+      const ms = all.filter((m) => m.store === store && m.limits === limits);
+      return { rps: median(ms.map((m) => m.rps)), p50: median(ms.map((m) => m.p50)), p99: median(ms.map((m) => m.p99)), non2xx: ms.reduce((s, m) => s + m.non2xx, 0) };
+    };
+    const off = row('off');
+    const on = row('on');
+    for (const [limits, r] of [['off', off], ['on', on]] as const) {
+      const ratio = limits === 'on' ? `${((on.rps / off.rps) * 100).toFixed(1)}%` : '';
+      console.log(`| ${store.padEnd(6)} | ${limits.padEnd(6)} | ${Math.round(r.rps)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${ratio} |`);
+    }
+  }
+  // Per-round ratios show the noise of a shared machine.
+  for (const store of ['memory', 'redis'] as const) {
+    const ratios = Array.from({ length: ROUNDS }, (_, i) => {
+      const pair = all.filter((m) => m.store === store).slice(i * 2, i * 2 + 2);
+      const off = pair.find((m) => m.limits === 'off');
+      const on = pair.find((m) => m.limits === 'on');
+      return `${((on!.rps / off!.rps) * 100).toFixed(1)}%`;
+    });
+    console.log(`${store} on/off per round: ${ratios.join(', ')}`);
+  }
+
+  console.log('');
+  const storeBench = fileURLToPath(new URL('./store.ts', import.meta.url));
+  console.log(execFileSync(process.execPath, ['--import', 'tsx', storeBench], { env: { ...process.env, BENCH_REDIS_URL: REDIS_URL }, encoding: 'utf8' }));
+}
+
+await main();
