@@ -45,11 +45,19 @@ export interface SettlementEnd {
 export class Settlement {
   private ttfbAt: number | null = null;
   private settled: Promise<void> | undefined;
+  /** Keeps the stream slot alive while a long reply runs (a lease expires after its TTL). */
+  private readonly renewal: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly deps: SettlementDeps,
     readonly start: SettlementStart,
-  ) {}
+  ) {
+    const lease = start.lease;
+    if (lease) {
+      this.renewal = setInterval(() => void deps.limiter.renewStream(lease).catch(() => {}), Math.max(100, lease.ttlMs / 3));
+      this.renewal.unref();
+    }
+  }
 
   /** Marks the moment the first byte went to the client. */
   firstByte(): void {
@@ -63,6 +71,7 @@ export class Settlement {
   }
 
   private async run(end: SettlementEnd): Promise<void> {
+    clearInterval(this.renewal);
     const { auth, reservation, lease } = this.start;
     const now = this.deps.now();
     const u = end.usage;

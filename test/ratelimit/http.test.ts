@@ -181,6 +181,26 @@ describe('rate limits over HTTP', () => {
     }
   });
 
+  it('renews the stream slot while a long stream runs, so a second stream stays refused past the lease TTL', async () => {
+    const g = await gateway({ RATE_LIMIT_CONCURRENT: '1', RATE_LIMIT_LEASE_TTL: '1s' });
+    const { token } = await userWithToken(g.app);
+    sim.setKeyFaults(SIM_KEY, { deltaDelayMs: 300, deltas: 4 });
+    try {
+      const stream = messagesBody(50, { stream: true });
+      const open = await postMessages(g.url, token, stream);
+      expect(open.status).toBe(200);
+      g.clock.now += 900;
+      await new Promise((r) => setTimeout(r, 500)); // a renewal (every TTL/3) runs at the new time
+      g.clock.now += 900; // past the first TTL: only a renewed lease still holds the slot
+      const second = await postMessages(g.url, token, stream);
+      expect(second.status).toBe(429);
+      await second.text();
+      expect(await open.text()).toContain('event: message_stop');
+    } finally {
+      sim.setKeyFaults(SIM_KEY, undefined);
+    }
+  });
+
   it('an admin overrides one user\'s limits over the admin API; other users keep the tier', async () => {
     const g = await gateway({ RATE_LIMIT_RPM: '100' });
     const admin = await userWithToken(g.app, ['admin']);
