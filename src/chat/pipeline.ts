@@ -7,7 +7,9 @@
  * Guarantees: a refused request throws a GatewayError before any byte is sent and holds
  * nothing; an admitted request is settled exactly once (usage record, token reconciliation,
  * stream slot released), whether it completed, failed upstream, failed mid-stream or was
- * cancelled by the client (then what was streamed is recorded).
+ * cancelled by the client (then what was streamed is recorded). Settling runs beside the
+ * answer, not before it: the last byte may reach the client a moment before its usage record
+ * is written (`onSummary` is called once it is).
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyBaseLogger } from 'fastify';
@@ -159,14 +161,10 @@ export class ChatPipeline {
       settlement.firstByte();
       const complete = outcome.kind === 'buffered';
       const usage = outcome.kind === 'buffered' && outcome.usage ? outcome.usage : emptyUsage();
-      await settlement.settle({
-        ...ids,
-        status: outcome.status,
-        outcome: complete ? 'complete' : 'error',
-        usage,
-        errorType: complete ? null : errorTypeOf(outcome.bytes),
-      });
-      onSummary?.({ outcome: complete ? 'complete' : 'error', usage: wireUsage(usage), stopReason: null });
+      // Not awaited: the answer does not wait for the usage write (settle never throws).
+      void settlement
+        .settle({ ...ids, status: outcome.status, outcome: complete ? 'complete' : 'error', usage, errorType: complete ? null : errorTypeOf(outcome.bytes) })
+        .then(() => onSummary?.({ outcome: complete ? 'complete' : 'error', usage: wireUsage(usage), stopReason: null }));
       return { kind: 'buffered', status: outcome.status, headers, bytes: outcome.bytes };
     }
 
@@ -195,13 +193,15 @@ export class ChatPipeline {
             ? 'failed_midstream'
             : 'complete';
         const errorType = failed ? 'api_error' : (summary.error?.type ?? null);
-        await settlement.settle({ ...ids, status: streamOutcome.status, outcome: result, usage: summary.usage, errorType });
-        onSummary?.({
-          outcome: result,
-          usage: wireUsage(summary.usage),
-          stopReason: summary.stopReason,
-          ...(summary.error ? { error: summary.error } : failed ? { error: { type: 'api_error', message: 'upstream connection failed mid-stream' } } : {}),
-        });
+        // Not awaited: the end of the stream does not wait for the usage write (settle never throws).
+        void settlement.settle({ ...ids, status: streamOutcome.status, outcome: result, usage: summary.usage, errorType }).then(() =>
+          onSummary?.({
+            outcome: result,
+            usage: wireUsage(summary.usage),
+            stopReason: summary.stopReason,
+            ...(summary.error ? { error: summary.error } : failed ? { error: { type: 'api_error', message: 'upstream connection failed mid-stream' } } : {}),
+          }),
+        );
       }
     };
     return { kind: 'stream', status: streamOutcome.status, headers, chunks: relay.call(this) };
