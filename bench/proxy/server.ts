@@ -8,7 +8,9 @@
  *                                     personal token, limits on (generous), usage recorded,
  *                                     one info log line per request (to /dev/null)
  *
- * Sends `{ url, token? }` over IPC when listening; exits on `{ cmd: 'stop' }`.
+ * Sends `{ url, token? }` over IPC when listening; answers `{ cmd: 'cpu' }` with the process's
+ * CPU time so far; exits on `{ cmd: 'stop' }`. BENCH_LOG_LEVEL overrides the gateway's
+ * log level (info by default).
  * With PROFILE=1 in the environment the parent adds --cpu-prof to the gateway process.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -57,6 +59,12 @@ if (role === 'sim') {
     PUBLIC_URL: 'http://127.0.0.1:8080',
   });
   const engine = await createEngine(config);
+  // Experiment only (not the product's setting): BENCH_SQLITE_SYNC=normal trades the last
+  // commits on power loss for no fsync per commit, to see what durability costs here.
+  if (process.env.BENCH_SQLITE_SYNC) {
+    const { sql } = await import('kysely');
+    await sql.raw(`pragma synchronous = ${process.env.BENCH_SQLITE_SYNC === 'normal' ? 'NORMAL' : 'FULL'}`).execute(engine.database.db);
+  }
   const app = await buildApp(config, engine, { logStream: pino.destination({ dest: '/dev/null', sync: false }) });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();

@@ -85,9 +85,22 @@ const DEFAULT_ANTHROPIC_VERSION = '2023-06-01';
 
 export class ChatPipeline {
   private readonly now: () => number;
+  /** Settlements still writing after their answer ended; awaited by `drain()`. */
+  private readonly settling = new Set<Promise<void>>();
 
   constructor(private readonly deps: ChatPipelineDeps) {
     this.now = deps.now ?? Date.now;
+  }
+
+  /** Resolves when every settlement started so far has finished (call before closing the database). */
+  async drain(): Promise<void> {
+    while (this.settling.size > 0) await Promise.all([...this.settling]);
+  }
+
+  /** Runs a settlement beside the answer, tracked for `drain()`. */
+  private background(work: Promise<void>): void {
+    const tracked = work.finally(() => this.settling.delete(tracked));
+    this.settling.add(tracked);
   }
 
   /** POST /v1/messages, streaming or not. */
@@ -162,9 +175,8 @@ export class ChatPipeline {
       const complete = outcome.kind === 'buffered';
       const usage = outcome.kind === 'buffered' && outcome.usage ? outcome.usage : emptyUsage();
       // Not awaited: the answer does not wait for the usage write (settle never throws).
-      void settlement
-        .settle({ ...ids, status: outcome.status, outcome: complete ? 'complete' : 'error', usage, errorType: complete ? null : errorTypeOf(outcome.bytes) })
-        .then(() => onSummary?.({ outcome: complete ? 'complete' : 'error', usage: wireUsage(usage), stopReason: null }));
+      const settled = settlement.settle({ ...ids, status: outcome.status, outcome: complete ? 'complete' : 'error', usage, errorType: complete ? null : errorTypeOf(outcome.bytes) });
+      this.background(settled.then(() => onSummary?.({ outcome: complete ? 'complete' : 'error', usage: wireUsage(usage), stopReason: null })));
       return { kind: 'buffered', status: outcome.status, headers, bytes: outcome.bytes };
     }
 
@@ -194,13 +206,16 @@ export class ChatPipeline {
             : 'complete';
         const errorType = failed ? 'api_error' : (summary.error?.type ?? null);
         // Not awaited: the end of the stream does not wait for the usage write (settle never throws).
-        void settlement.settle({ ...ids, status: streamOutcome.status, outcome: result, usage: summary.usage, errorType }).then(() =>
-          onSummary?.({
-            outcome: result,
-            usage: wireUsage(summary.usage),
-            stopReason: summary.stopReason,
-            ...(summary.error ? { error: summary.error } : failed ? { error: { type: 'api_error', message: 'upstream connection failed mid-stream' } } : {}),
-          }),
+        const settled = settlement.settle({ ...ids, status: streamOutcome.status, outcome: result, usage: summary.usage, errorType });
+        this.background(
+          settled.then(() =>
+            onSummary?.({
+              outcome: result,
+              usage: wireUsage(summary.usage),
+              stopReason: summary.stopReason,
+              ...(summary.error ? { error: summary.error } : failed ? { error: { type: 'api_error', message: 'upstream connection failed mid-stream' } } : {}),
+            }),
+          ),
         );
       }
     };
