@@ -119,7 +119,9 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
       const incoming = req.headers['x-request-id'];
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : `req_${randomUUID().replaceAll('-', '')}`;
     },
-    disableRequestLogging: false,
+    // POST /v1/messages logs one line per request when it settles (chat/settle.ts); Fastify's
+    // own two lines per request would triple the log volume of the busiest route.
+    disableRequestLogging: (req) => req.method === 'POST' && (req.url === '/v1/messages' || req.url.startsWith('/v1/messages?')),
   });
 
   const masterKeys = loadMasterKeyRing(config);

@@ -11,7 +11,8 @@
  * Freshness: the user's status, roles and permissions are read from the database, cached
  * per instance for at most USER_CACHE_MS; a session's revocation is read through
  * SessionService.state (immediate on the revoking instance, SESSION_CACHE_MS elsewhere).
- * Personal tokens are looked up on every use (revocation is immediate everywhere).
+ * A verified personal token is trusted for VERIFIED_CACHE_MS (1 s) per instance; revoking
+ * through PersonalTokenService is immediate on that instance (see personal-tokens.ts).
  */
 import type { Config } from '../config/index.js';
 import { GatewayError } from '../errors/index.js';

@@ -2,7 +2,13 @@
  * Personal access tokens (`pcl_pat_…`): long-lived API credentials a user makes for
  * themselves (or an admin for them). Shown once, stored as a SHA-256 hash, optionally
  * expiring, optionally narrowed to some model globs, revocable. `last_used_at` is written
- * at most once a minute per token, so using a token costs one read in the common case.
+ * at most once a minute per token.
+ *
+ * Freshness: a verified token is remembered by this instance for at most VERIFIED_CACHE_MS
+ * (keyed by its hash, never by the token), so the hot path (every proxied request) reads
+ * the database about once a second per token instead of on every call. Revoking through
+ * this service forgets the token at once, so revocation is immediate on the revoking
+ * instance and takes at most VERIFIED_CACHE_MS elsewhere; expiry is checked on every use.
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
@@ -16,6 +22,9 @@ import { matchesGlob } from './permissions.js';
 export const PERSONAL_TOKEN_PREFIX = 'pcl_pat_';
 const LAST_USED_RESOLUTION_MS = 60_000;
 const MAX_TOKENS_PER_USER = 100;
+/** How long a verified token may be served from this instance's memory. */
+export const VERIFIED_CACHE_MS = 1_000;
+const MAX_CACHED_TOKENS = 10_000;
 
 export interface PersonalTokenInfo {
   id: string;
@@ -73,6 +82,9 @@ export function narrowPermissions(permissions: Permissions, models: string[] | n
 }
 
 export class PersonalTokenService {
+  /** token hash → verified record and when it stops being trusted (ms). */
+  private readonly verified = new Map<string, { info: PersonalTokenInfo; until: number }>();
+
   constructor(
     private readonly db: Db,
     private readonly now: () => number = Date.now,
@@ -141,6 +153,7 @@ export class PersonalTokenService {
     if (info.revokedAt !== null) return info;
     const now = this.now();
     await this.db.updateTable('personal_tokens').set({ revoked_at: now }).where('id', '=', id).where('revoked_at', 'is', null).execute();
+    for (const [hash, entry] of this.verified) if (entry.info.id === id) this.verified.delete(hash);
     return { ...info, revokedAt: now };
   }
 
@@ -149,9 +162,15 @@ export class PersonalTokenService {
    * or token_expired. Stamps last_used_at when it is older than a minute.
    */
   async verify(token: string): Promise<PersonalTokenInfo> {
-    const row = await this.db.selectFrom('personal_tokens').selectAll().where('token_hash', '=', hashToken(token)).executeTakeFirst();
-    if (!row) throw unauthenticated('token_unknown', 'The personal access token is not known');
+    const hash = hashToken(token);
     const now = this.now();
+    const cached = this.verified.get(hash);
+    if (cached !== undefined && cached.until > now) {
+      if (cached.info.expiresAt === null || cached.info.expiresAt > now) return { ...cached.info };
+    }
+    if (cached !== undefined) this.verified.delete(hash);
+    const row = await this.db.selectFrom('personal_tokens').selectAll().where('token_hash', '=', hash).executeTakeFirst();
+    if (!row) throw unauthenticated('token_unknown', 'The personal access token is not known');
     if (row.revoked_at !== null) throw unauthenticated('token_revoked', 'The personal access token has been revoked');
     if (row.expires_at !== null && Number(row.expires_at) <= now) throw unauthenticated('token_expired', 'The personal access token has expired');
     const info = toInfo(row);
@@ -164,6 +183,8 @@ export class PersonalTokenService {
         .execute();
       info.lastUsedAt = now;
     }
+    if (this.verified.size >= MAX_CACHED_TOKENS) this.verified.clear();
+    this.verified.set(hash, { info: { ...info }, until: now + VERIFIED_CACHE_MS });
     return info;
   }
 }

@@ -7,7 +7,9 @@
  * Guarantees: a refused request throws a GatewayError before any byte is sent and holds
  * nothing; an admitted request is settled exactly once (usage record, token reconciliation,
  * stream slot released), whether it completed, failed upstream, failed mid-stream or was
- * cancelled by the client (then what was streamed is recorded).
+ * cancelled by the client (then what was streamed is recorded). Settling runs beside the
+ * answer, not before it: the last byte may reach the client a moment before its usage record
+ * is written (`onSummary` is called once it is).
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyBaseLogger } from 'fastify';
@@ -83,9 +85,22 @@ const DEFAULT_ANTHROPIC_VERSION = '2023-06-01';
 
 export class ChatPipeline {
   private readonly now: () => number;
+  /** Settlements still writing after their answer ended; awaited by `drain()`. */
+  private readonly settling = new Set<Promise<void>>();
 
   constructor(private readonly deps: ChatPipelineDeps) {
     this.now = deps.now ?? Date.now;
+  }
+
+  /** Resolves when every settlement started so far has finished (call before closing the database). */
+  async drain(): Promise<void> {
+    while (this.settling.size > 0) await Promise.all([...this.settling]);
+  }
+
+  /** Runs a settlement beside the answer, tracked for `drain()`. */
+  private background(work: Promise<void>): void {
+    const tracked = work.finally(() => this.settling.delete(tracked));
+    this.settling.add(tracked);
   }
 
   /** POST /v1/messages, streaming or not. */
@@ -160,14 +175,9 @@ export class ChatPipeline {
       settlement.firstByte();
       const complete = outcome.kind === 'buffered';
       const usage = outcome.kind === 'buffered' && outcome.usage ? outcome.usage : emptyUsage();
-      await settlement.settle({
-        ...ids,
-        status: outcome.status,
-        outcome: complete ? 'complete' : 'error',
-        usage,
-        errorType: complete ? null : errorTypeOf(outcome.bytes),
-      });
-      onSummary?.({ outcome: complete ? 'complete' : 'error', usage: wireUsage(usage), stopReason: null });
+      // Not awaited: the answer does not wait for the usage write (settle never throws).
+      const settled = settlement.settle({ ...ids, status: outcome.status, outcome: complete ? 'complete' : 'error', usage, errorType: complete ? null : errorTypeOf(outcome.bytes) });
+      this.background(settled.then(() => onSummary?.({ outcome: complete ? 'complete' : 'error', usage: wireUsage(usage), stopReason: null })));
       return { kind: 'buffered', status: outcome.status, headers, bytes: outcome.bytes };
     }
 
@@ -196,13 +206,18 @@ export class ChatPipeline {
             ? 'failed_midstream'
             : 'complete';
         const errorType = failed ? 'api_error' : (summary.error?.type ?? null);
-        await settlement.settle({ ...ids, status: streamOutcome.status, outcome: result, usage: summary.usage, errorType });
-        onSummary?.({
-          outcome: result,
-          usage: wireUsage(summary.usage),
-          stopReason: summary.stopReason,
-          ...(summary.error ? { error: summary.error } : failed ? { error: { type: 'api_error', message: 'upstream connection failed mid-stream' } } : {}),
-        });
+        // Not awaited: the end of the stream does not wait for the usage write (settle never throws).
+        const settled = settlement.settle({ ...ids, status: streamOutcome.status, outcome: result, usage: summary.usage, errorType });
+        this.background(
+          settled.then(() =>
+            onSummary?.({
+              outcome: result,
+              usage: wireUsage(summary.usage),
+              stopReason: summary.stopReason,
+              ...(summary.error ? { error: summary.error } : failed ? { error: { type: 'api_error', message: 'upstream connection failed mid-stream' } } : {}),
+            }),
+          ),
+        );
       }
     };
     return { kind: 'stream', status: streamOutcome.status, headers, chunks: relay.call(this) };

@@ -55,6 +55,7 @@ export async function createChatServices(options: CreateChatServicesOptions): Pr
     chat,
     demo,
     async close() {
+      await chat.drain();
       await upstream.client.close().catch(() => {});
       await demo?.close();
     },

@@ -59,6 +59,9 @@ export function usageFromMessage(json: unknown): TokenUsage {
 }
 
 /** Parses events from a stream's bytes; `summary()` is readable at any time. */
+/** Events the tap passes without reading their data (named by upstream's `event:` line). */
+const CONTENT_EVENTS: ReadonlySet<string> = new Set(['content_block_delta', 'content_block_start', 'content_block_stop', 'ping']);
+
 export class SseTap {
   private readonly state: StreamSummary = {
     usage: emptyUsage(),
@@ -98,6 +101,12 @@ export class SseTap {
 
   private onEvent(name: string | undefined, data: string): void {
     this.state.events += 1;
+    // Content events carry no usage or status, and are most of a stream: not parsed, only
+    // checked for the shape of a whole JSON object (a truncated event is still flagged).
+    if (name !== undefined && CONTENT_EVENTS.has(name)) {
+      if (data.charCodeAt(0) !== 123 || data.charCodeAt(data.length - 1) !== 125) this.state.malformed = true;
+      return;
+    }
     let json: Record<string, unknown>;
     try {
       const parsed: unknown = JSON.parse(data);

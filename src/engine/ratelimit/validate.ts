@@ -43,6 +43,14 @@ export function validateRules(rules: LimitRule[], now: number | undefined): void
 }
 
 export function validateAdjustments(reservation: string, adjustments: CostAdjustment[], now: number | undefined): void {
+  // Hot path (every settled request): plain checks first, zod only for the message of a bad value.
+  let ok = typeof reservation === 'string' && reservation.length >= 1 && reservation.length <= 512;
+  ok &&= Array.isArray(adjustments) && adjustments.length <= 16 && (now === undefined || isInt(now, 0));
+  for (let i = 0; ok && i < adjustments.length; i++) {
+    const a = adjustments[i]!;
+    ok = typeof a.key === 'string' && a.key.length >= 1 && a.key.length <= 512 && isInt(a.windowMs, 1) && isInt(a.cost, 0);
+  }
+  if (ok) return;
   parse(key, reservation, 'reservation');
   parse(adjustmentsSchema, adjustments, 'cost adjustments');
   parse(nowSchema, now, 'now');

@@ -1,0 +1,121 @@
+/**
+ * Proxy overhead, in one run: the simulator directly, through the bare reference proxy
+ * (bare-proxy.ts) and through the gateway (authentication by personal token, limits on,
+ * usage recorded, request log line written), non-streaming and streaming (50 deltas).
+ * Each server is its own child process; this process only generates load.
+ *
+ *   npx tsx bench/proxy/run.ts [seconds=10] [sequential=3000] [connections=50]
+ *
+ * Throughput: autocannon, `connections` connections, `seconds` per target and mode (after a
+ * 2 s warm-up). Latency: an undici client at concurrency 1, `sequential` requests per target
+ * and mode, timed with process.hrtime; p50/p99 and the p50 added over direct.
+ * PROFILE=1 starts the gateway with --cpu-prof (profile written to bench/proxy/profiles/).
+ */
+import { fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { Client } from 'undici';
+
+const seconds = Number(process.argv[2] ?? 10);
+const sequential = Number(process.argv[3] ?? 3000);
+const connections = Number(process.argv[4] ?? 50);
+const KEY = `sk-ant-bench-${randomBytes(16).toString('hex')}`;
+
+interface Started {
+  url: string;
+  token?: string;
+  child: ChildProcess;
+}
+
+function start(role: string, args: string[]): Promise<Started> {
+  const profile = process.env.PROFILE === '1' && role === 'gateway';
+  const execArgv = ['--import', 'tsx', ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${fileURLToPath(new URL('./profiles', import.meta.url))}`] : [])];
+  const child = fork(fileURLToPath(new URL('./server.ts', import.meta.url)), [role, ...args], { execArgv, stdio: 'inherit' });
+  return new Promise((resolve, reject) => {
+    child.once('message', (m: { url: string; token?: string }) => resolve({ ...m, child }));
+    child.once('exit', (code) => reject(new Error(`${role} exited with ${code}`)));
+  });
+}
+
+const words = Array.from({ length: 60 }, (_, i) => `w${i}`).join(' ');
+const bodyOf = (stream: boolean) => JSON.stringify({ model: 'claude-sonnet-4-6', max_tokens: 1024, stream, messages: [{ role: 'user', content: words }] });
+const headersOf = (key: string, stream: boolean): Record<string, string> => ({
+  'x-api-key': key,
+  'anthropic-version': '2023-06-01',
+  'content-type': 'application/json',
+  ...(stream ? { 'x-sim-fault': '{"deltas":50}' } : {}),
+});
+
+async function load(url: string, key: string, stream: boolean, duration: number) {
+  const result = await autocannon({ url: `${url}/v1/messages`, method: 'POST', connections, duration, headers: headersOf(key, stream), body: bodyOf(stream) });
+  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99 };
+}
+
+async function hrtimeLatency(url: string, key: string, stream: boolean, n: number) {
+  const client = new Client(url, { pipelining: 1 });
+  const body = bodyOf(stream);
+  const headers = headersOf(key, stream);
+  const one = async () => {
+    const res = await client.request({ method: 'POST', path: '/v1/messages', headers, body });
+    const text = await res.body.text();
+    if (res.statusCode !== 200 || (stream && !text.includes('message_stop'))) throw new Error(`${url}: ${res.statusCode}`);
+  };
+  for (let i = 0; i < Math.min(300, n); i++) await one();
+  const samples = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const t0 = process.hrtime.bigint();
+    await one();
+    samples[i] = Number(process.hrtime.bigint() - t0) / 1e6;
+  }
+  await client.close();
+  samples.sort();
+  const at = (q: number) => samples[Math.min(n - 1, Math.floor(q * n))]!;
+  return { p50: at(0.5), p99: at(0.99) };
+}
+
+const sim = await start('sim', [KEY]);
+const bare = await start('bare', [sim.url]);
+const gateway = await start('gateway', [sim.url, KEY]);
+const targets = [
+  { name: 'direct', url: sim.url, key: KEY },
+  { name: 'bare', url: bare.url, key: KEY },
+  { name: 'gateway', url: gateway.url, key: gateway.token! },
+];
+
+const rows: Array<{ mode: string; target: string; rps: number; p50: number; p99: number; seqP50: number; seqP99: number }> = [];
+try {
+  for (const stream of [false, true]) {
+    const mode = stream ? 'stream (50 deltas)' : 'non-streaming';
+    for (const t of targets) {
+      await load(t.url, t.key, stream, 2);
+      const thr = await load(t.url, t.key, stream, seconds);
+      const lat = await hrtimeLatency(t.url, t.key, stream, sequential);
+      rows.push({ mode, target: t.name, rps: thr.rps, p50: thr.p50, p99: thr.p99, seqP50: lat.p50, seqP99: lat.p99 });
+      console.error(`${mode} ${t.name}: ${Math.round(thr.rps)} req/s, c1 p50 ${lat.p50.toFixed(3)} ms`);
+    }
+  }
+} finally {
+  for (const s of [gateway, bare, sim]) s.child.send({ cmd: 'stop' });
+}
+
+const f = (n: number, d = 0) => n.toFixed(d);
+console.log(`\n${new Date().toISOString()} · ${connections} connections × ${seconds} s · ${sequential} sequential requests\n`);
+console.log('| mode | target | req/s (c50) | c50 p50 ms | c50 p99 ms | c1 p50 ms | c1 p99 ms | c1 added p50 ms | vs direct | vs bare |');
+console.log('|---|---|---|---|---|---|---|---|---|---|');
+const summary: Record<string, number> = {};
+for (const r of rows) {
+  const direct = rows.find((x) => x.mode === r.mode && x.target === 'direct')!;
+  const bareRow = rows.find((x) => x.mode === r.mode && x.target === 'bare')!;
+  const added = r.seqP50 - direct.seqP50;
+  const vsDirect = r.rps / direct.rps;
+  const vsBare = r.rps / bareRow.rps;
+  if (r.target !== 'direct') summary[`${r.mode} ${r.target}: added p50 ms`] = Number(added.toFixed(3));
+  if (r.target === 'gateway') summary[`${r.mode} gateway/bare throughput`] = Number(vsBare.toFixed(3));
+  console.log(
+    `| ${r.mode} | ${r.target} | ${f(r.rps)} | ${f(r.p50, 1)} | ${f(r.p99, 1)} | ${f(r.seqP50, 3)} | ${f(r.seqP99, 3)} | ${r.target === 'direct' ? '–' : f(added, 3)} | ${f(vsDirect * 100)}% | ${r.target === 'direct' ? '–' : `${f(vsBare * 100)}%`} |`,
+  );
+}
+console.log(`\n${JSON.stringify(summary, null, 2)}`);

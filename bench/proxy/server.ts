@@ -1,0 +1,93 @@
+/**
+ * One process under test for bench/proxy/run.ts, started with fork() so it never shares an
+ * event loop with the load generator or with another server:
+ *
+ *   server.ts sim <key>               the Anthropic simulator (accepts only <key>)
+ *   server.ts bare <upstream>         the bare reference proxy (bare-proxy.ts)
+ *   server.ts gateway <upstream> <key> the gateway: the key in the vault, authentication by a
+ *                                     personal token, limits on (generous), usage recorded,
+ *                                     one info log line per request (to /dev/null)
+ *
+ * Sends `{ url, token? }` over IPC when listening; answers `{ cmd: 'cpu' }` with the process's
+ * CPU time so far; exits on `{ cmd: 'stop' }`. BENCH_LOG_LEVEL overrides the gateway's
+ * log level (info by default).
+ * With PROFILE=1 in the environment the parent adds --cpu-prof to the gateway process.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { startBareProxy } from './bare-proxy.js';
+
+const [role, arg1, arg2] = process.argv.slice(2);
+const stops: Array<() => Promise<void>> = [];
+let reply: { url: string; token?: string };
+
+if (role === 'sim') {
+  const { buildSimulator } = await import('../../src/simulator/index.js');
+  const sim = await buildSimulator({ keys: [arg1!], maxLoggedRequests: 1 });
+  reply = { url: await sim.listen({ port: 0, host: '127.0.0.1' }) };
+  stops.push(() => sim.close());
+} else if (role === 'bare') {
+  const bare = await startBareProxy(arg1!);
+  reply = { url: bare.url };
+  stops.push(() => bare.close());
+} else if (role === 'gateway') {
+  const { buildApp } = await import('../../src/app.js');
+  const { loadConfig } = await import('../../src/config/index.js');
+  const { createEngine } = await import('../../src/engine/index.js');
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-proxy-'));
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
+    NODE_ENV: 'production',
+    DATA_DIR: dir,
+    DATABASE_URL: `sqlite:${join(dir, 'bench.db')}`,
+    PORTCULLIS_MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
+    ANTHROPIC_BASE_URL: arg1!,
+    ANTHROPIC_API_KEY: arg2!,
+    DEMO_MODE: 'off',
+    // Limits on, generous enough never to refuse the benchmark's load.
+    RATE_LIMIT_RPM: '10000000',
+    RATE_LIMIT_RPD: '100000000',
+    RATE_LIMIT_TPM: '1000000000',
+    RATE_LIMIT_CONCURRENT: '10000',
+    RATE_LIMIT_AUTH_FAILURES_PER_MIN: '0',
+    UAUTH_CLIENT_ID: 'bench',
+    UAUTH_CLIENT_SECRET: 'bench-secret',
+    PUBLIC_URL: 'http://127.0.0.1:8080',
+  });
+  const engine = await createEngine(config);
+  // Experiment only (not the product's setting): BENCH_SQLITE_SYNC=normal trades the last
+  // commits on power loss for no fsync per commit, to see what durability costs here.
+  if (process.env.BENCH_SQLITE_SYNC) {
+    const { sql } = await import('kysely');
+    await sql.raw(`pragma synchronous = ${process.env.BENCH_SQLITE_SYNC === 'normal' ? 'NORMAL' : 'FULL'}`).execute(engine.database.db);
+  }
+  const app = await buildApp(config, engine, { logStream: pino.destination({ dest: '/dev/null', sync: false }) });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const address = app.server.address();
+  if (!address || typeof address === 'string') throw new Error('no address');
+  const user = await app.services.users.create({ issuer: 'https://idp.bench', subject: 'bench.crypto', roles: ['member'] });
+  const { token } = await app.services.personalTokens.create(user.id, { name: 'bench' });
+  reply = { url: `http://127.0.0.1:${address.port}`, token };
+  stops.push(async () => {
+    await app.close();
+    await engine.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+} else {
+  throw new Error(`unknown role ${role}`);
+}
+
+process.on('message', (message: { cmd: string }) => {
+  if (message.cmd === 'cpu') {
+    const u = process.cpuUsage();
+    process.send!({ cpuMicros: u.user + u.system });
+    return;
+  }
+  if (message.cmd !== 'stop') return;
+  void Promise.all(stops.map((s) => s())).finally(() => process.exit(0));
+});
+process.send!(reply);
