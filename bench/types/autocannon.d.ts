@@ -8,6 +8,7 @@ declare module 'autocannon' {
     method?: string;
     headers?: Record<string, string>;
     body?: string;
+    requests?: Array<{ setupRequest?: (req: { headers?: Record<string, string> }) => unknown }>;
   }
   export interface Histogram {
     average: number;
