@@ -12,6 +12,7 @@
  * is written (`onSummary` is called once it is).
  */
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Writable } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AuthContext } from '../auth/authenticate.js';
 import { modelAllowed, requireMaxTokens, requireModel } from '../auth/permissions.js';
@@ -57,7 +58,15 @@ export interface MessagesInput {
 /** What the HTTP door sends back: a whole body, or a stream of SSE bytes. */
 export type ProxyResult =
   | { kind: 'buffered'; status: number; headers: Record<string, string>; bytes: Buffer }
-  | { kind: 'stream'; status: number; headers: Record<string, string>; chunks: AsyncIterable<Uint8Array> };
+  | {
+      kind: 'stream';
+      status: number;
+      headers: Record<string, string>;
+      /** The SSE bytes as an iterator (the WebSocket door parses them). */
+      chunks: AsyncIterable<Uint8Array>;
+      /** Writes the SSE bytes to `res` with backpressure; resolves when settled. Use this or `chunks`, not both. */
+      pipeTo(res: Writable): Promise<void>;
+    };
 
 export interface ChatSummary {
   outcome: ChatOutcome;
@@ -182,9 +191,42 @@ export class ChatPipeline {
     }
 
     const streamOutcome = outcome;
-    const relay = async function* (this: ChatPipeline): AsyncGenerator<Uint8Array> {
-      const tap = new SseTap();
-      let failed = false;
+    const tap = new SseTap();
+    let failed = false;
+    let finished = false;
+    /** Called when upstream's body fails; returns the clean SSE error event to end with, if any. */
+    const broken = (err: unknown): Buffer | undefined => {
+      if (input.signal.aborted) return undefined;
+      failed = true;
+      this.deps.log.warn({ request_id: input.requestId, key: streamOutcome.keyName, err: (err as Error).message }, 'upstream stream broke');
+      return Buffer.from(sseErrorEvent('api_error', 'The upstream connection failed mid-stream; the reply is incomplete.'));
+    };
+    /** Settles once, from whichever way the stream ended. */
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      streamOutcome.release();
+      const summary = tap.summary();
+      const result: ChatOutcome = input.signal.aborted
+        ? 'cancelled'
+        : failed || summary.error || !summary.complete
+          ? 'failed_midstream'
+          : 'complete';
+      const errorType = failed ? 'api_error' : (summary.error?.type ?? null);
+      // Not awaited: the end of the stream does not wait for the usage write (settle never throws).
+      const settled = settlement.settle({ ...ids, status: streamOutcome.status, outcome: result, usage: summary.usage, errorType });
+      this.background(
+        settled.then(() =>
+          onSummary?.({
+            outcome: result,
+            usage: wireUsage(summary.usage),
+            stopReason: summary.stopReason,
+            ...(summary.error ? { error: summary.error } : failed ? { error: { type: 'api_error', message: 'upstream connection failed mid-stream' } } : {}),
+          }),
+        ),
+      );
+    };
+    const relay = async function* (): AsyncGenerator<Uint8Array> {
       try {
         for await (const chunk of streamOutcome.body as AsyncIterable<Uint8Array>) {
           settlement.firstByte();
@@ -192,35 +234,56 @@ export class ChatPipeline {
           yield chunk;
         }
       } catch (err) {
-        if (!input.signal.aborted) {
-          failed = true;
-          this.deps.log.warn({ request_id: input.requestId, key: streamOutcome.keyName, err: (err as Error).message }, 'upstream stream broke');
-          yield Buffer.from(sseErrorEvent('api_error', 'The upstream connection failed mid-stream; the reply is incomplete.'));
-        }
+        const tail = broken(err);
+        if (tail) yield tail;
       } finally {
-        streamOutcome.release();
-        const summary = tap.summary();
-        const result: ChatOutcome = input.signal.aborted
-          ? 'cancelled'
-          : failed || summary.error || !summary.complete
-            ? 'failed_midstream'
-            : 'complete';
-        const errorType = failed ? 'api_error' : (summary.error?.type ?? null);
-        // Not awaited: the end of the stream does not wait for the usage write (settle never throws).
-        const settled = settlement.settle({ ...ids, status: streamOutcome.status, outcome: result, usage: summary.usage, errorType });
-        this.background(
-          settled.then(() =>
-            onSummary?.({
-              outcome: result,
-              usage: wireUsage(summary.usage),
-              stopReason: summary.stopReason,
-              ...(summary.error ? { error: summary.error } : failed ? { error: { type: 'api_error', message: 'upstream connection failed mid-stream' } } : {}),
-            }),
-          ),
-        );
+        finish();
       }
     };
-    return { kind: 'stream', status: streamOutcome.status, headers, chunks: relay.call(this) };
+    /** The HTTP door's path: upstream's body written to the client as events arrive, no iterator layers. */
+    const pipeTo = (res: Writable): Promise<void> =>
+      new Promise((resolve) => {
+        const body = streamOutcome.body;
+        const done = () => {
+          body.off('data', onData);
+          finish();
+          resolve();
+        };
+        const onData = (chunk: Buffer) => {
+          settlement.firstByte();
+          tap.push(chunk);
+          if (!res.write(chunk)) {
+            body.pause();
+            res.once('drain', () => body.resume());
+          }
+        };
+        body.on('data', onData);
+        body.once('end', () => {
+          if (!res.destroyed) res.end();
+          done();
+        });
+        body.once('error', (err) => {
+          const tail = broken(err);
+          if (!res.destroyed) res.end(tail);
+          done();
+        });
+        res.once('close', () => {
+          if (finished) return;
+          body.destroy();
+          done();
+        });
+        // A body destroyed without 'end' or 'error' (cancelled upstream) still finishes.
+        body.once('close', () => {
+          if (finished) return;
+          if (!res.destroyed) res.end();
+          done();
+        });
+        if (res.destroyed) {
+          body.destroy();
+          done();
+        }
+      });
+    return { kind: 'stream', status: streamOutcome.status, headers, chunks: relay(), pipeTo };
   }
 
   /**

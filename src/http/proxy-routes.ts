@@ -4,7 +4,6 @@
  * official SDKs and Claude Code point their base URL here and authenticate with a personal
  * token (x-api-key or Bearer) or an access token. Errors keep Anthropic's shape.
  */
-import { once } from 'node:events';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuthContext } from '../auth/authenticate.js';
 import { modelAllowed, requireModel } from '../auth/permissions.js';
@@ -34,20 +33,13 @@ function abortOnClose(request: FastifyRequest, reply: FastifyReply): AbortContro
   return controller;
 }
 
-/** Writes a stream of SSE bytes without buffering, stopping when the client goes away. */
+/** Writes a stream of SSE bytes without buffering; the pipeline stops when the client goes away. */
 async function sendStream(reply: FastifyReply, result: Extract<ProxyResult, { kind: 'stream' }>, extra: Record<string, string>): Promise<void> {
   const res = reply.raw;
   reply.hijack();
   res.writeHead(result.status, { ...result.headers, ...extra, 'x-request-id': reply.request.id, 'cache-control': 'no-cache' });
   res.flushHeaders();
-  for await (const chunk of result.chunks) {
-    if (res.destroyed) break;
-    if (!res.write(chunk)) {
-      await Promise.race([once(res, 'drain'), once(res, 'close')]);
-      if (res.destroyed) break;
-    }
-  }
-  if (!res.destroyed) res.end();
+  await result.pipeTo(res);
 }
 
 export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, options) => {
