@@ -67,8 +67,6 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
   const limiter = options.limiter ?? new RateLimiter({ config, store: engine.rateLimitStore, logger: app.log });
   const metrics = createRealtimeMetrics(registry);
   const local = new Map<string, Connection>();
-  /** Upgrades admitted but not yet registered, per user (the cap counts them). */
-  const reserved = new Map<string, number>();
   const state = { accepting: true };
   const now = Date.now;
 
@@ -124,9 +122,9 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     parseCookie: (header: string) => app.parseCookie(header),
   };
 
-  const onOpen = (ws: WebSocket, auth: AuthContext, info: Awaited<ReturnType<typeof admitUpgrade>>['info']) => {
+  const newMeta = (auth: AuthContext, info: Awaited<ReturnType<typeof admitUpgrade>>['info']): ConnectionMeta => {
     const t = now();
-    const meta: ConnectionMeta = {
+    return {
       id: `conn_${randomBytes(12).toString('hex')}`,
       userId: auth.user.id,
       roles: auth.permissions.roles,
@@ -142,6 +140,11 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
       bytesOut: 0,
       instanceId,
     };
+  };
+
+  /** Starts serving an upgraded socket whose `meta` the directory already holds. */
+  const onOpen = (ws: WebSocket, auth: AuthContext, meta: ConnectionMeta) => {
+    const t = meta.connectedAt;
     const conn = new Connection(ws, meta, auth, { maxBufferedBytes: config.wsMaxBufferedBytes, maxAbusePerMinute: MAX_ABUSE_PER_MINUTE }, () =>
       metrics.frames.inc({ direction: 'out' }),
     );
@@ -193,30 +196,30 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
 
   const handleUpgrade = async (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const requestId = `req_${randomBytes(16).toString('hex')}`;
-    let userId: string | null = null;
+    /** The directory entry taken for this upgrade, until the socket is open (then it is the connection's). */
+    let pending: string | null = null;
     try {
       if (!state.accepting) throw new GatewayError('unavailable', 'The server is shutting down; reconnect', { reason: 'draining', retryAfterSeconds: 1 });
       if (new URL(req.url ?? '/', 'http://localhost').pathname !== WS_PATH) throw new GatewayError('not_found', `No WebSocket endpoint at ${(req.url ?? '').split('?')[0]}`);
       const { auth, info } = await admitUpgrade(req, deps);
-      const counted = await directory.countByUser(auth.user.id).catch((err: unknown) => {
+      if (socket.destroyed) return;
+      // The cap check and the registration are one atomic directory operation, so two
+      // simultaneous upgrades (on this or another instance) cannot both take the last slot.
+      const meta = newMeta(auth, info);
+      const added = await directory.addWithinCap(meta, config.wsMaxConnectionsPerUser).catch((err: unknown) => {
         throw new GatewayError('unavailable', 'The connection directory is unavailable; retry shortly', { reason: 'state_store_unavailable', retryAfterSeconds: 2, cause: err });
       });
-      const held = counted + (reserved.get(auth.user.id) ?? 0);
-      if (held >= config.wsMaxConnectionsPerUser) {
+      if (!added) {
         throw new GatewayError('rate_limited', `At most ${config.wsMaxConnectionsPerUser} connections per user; close one first`, { reason: 'too_many_connections', retryAfterSeconds: 1 });
       }
+      pending = meta.id;
       if (!state.accepting) throw new GatewayError('unavailable', 'The server is shutting down; reconnect', { reason: 'draining', retryAfterSeconds: 1 });
       if (socket.destroyed) return;
-      userId = auth.user.id;
-      reserved.set(userId, (reserved.get(userId) ?? 0) + 1);
       await new Promise<void>((resolve) => {
         wss.handleUpgrade(req, socket, head, (ws) => {
-          const meta = onOpen(ws, auth, info);
-          void directory.add(meta).then(resolve, (err: unknown) => {
-            app.log.error({ err, connection_id: meta.id }, 'connection directory unavailable: closing the new connection');
-            local.get(meta.id)?.close(CloseCode.goingAway, 'state store unavailable: reconnect', 'error');
-            resolve();
-          });
+          pending = null;
+          onOpen(ws, auth, meta);
+          resolve();
         });
         // handleUpgrade answers an invalid handshake itself and never calls back.
         socket.once('close', () => resolve());
@@ -228,10 +231,10 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
       if (status >= 500 && !(err instanceof GatewayError)) app.log.error({ err, request_id: requestId }, 'websocket upgrade failed');
       else app.log.info({ request_id: requestId, status, reason: (err as GatewayError).reason }, 'websocket upgrade refused');
     } finally {
-      if (userId !== null) {
-        const left = (reserved.get(userId) ?? 1) - 1;
-        if (left <= 0) reserved.delete(userId);
-        else reserved.set(userId, left);
+      // Taken but never opened (handshake failed, client gone, draining): give the slot back.
+      if (pending !== null) {
+        const id = pending;
+        void directory.remove(id).catch((err: unknown) => app.log.warn({ err, connection_id: id }, 'connection directory unavailable: the entry expires with this instance\'s heartbeat'));
       }
     }
   };

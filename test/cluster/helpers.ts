@@ -35,7 +35,8 @@ export interface Cluster {
   instances: Instance[];
   admin: FastifyInstance;
   engine: Engine;
-  simulator: Simulator;
+  /** The in-process simulator, or null when `upstream` named another one. */
+  simulator: Simulator | null;
   redisProxy: TcpProxy;
   schema: string;
   prefix: string;
@@ -48,15 +49,21 @@ export interface ClusterOptions {
   size: number;
   env?: Record<string, string>;
   simulator?: { deltas: number; deltaDelayMs: number };
+  /** An upstream already running (e.g. a simulator in its own process) instead of an in-process one. */
+  upstream?: { url: string; apiKey: string };
+  /** Instances connect to Redis directly rather than through the cuttable proxy (benchmarks). */
+  directRedis?: boolean;
 }
 
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-cluster-'));
   const schema = uniqueName('cl').toLowerCase();
   const prefix = `${uniqueName('pcl')}:`;
-  const apiKey = `sk-ant-api03-${randomBytes(24).toString('hex')}`;
-  const simulator = await buildSimulator({ keys: [apiKey], deltas: options.simulator?.deltas ?? 40, deltaDelayMs: options.simulator?.deltaDelayMs ?? 40 });
-  const simUrl = await simulator.listen();
+  const apiKey = options.upstream?.apiKey ?? `sk-ant-api03-${randomBytes(24).toString('hex')}`;
+  const simulator = options.upstream
+    ? null
+    : await buildSimulator({ keys: [apiKey], deltas: options.simulator?.deltas ?? 40, deltaDelayMs: options.simulator?.deltaDelayMs ?? 40 });
+  const simUrl = options.upstream?.url ?? (await simulator!.listen());
   const redis = new URL(options.redisUrl);
   const redisProxy = await startTcpProxy({ host: redis.hostname, port: Number(redis.port || 6379) });
   const shared: Record<string, string> = {
@@ -86,7 +93,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const instances = await Promise.all(
     Array.from({ length: options.size }, async () => {
       const port = await freePort();
-      const child = spawnCli(['serve'], { ...shared, PORT: String(port), LOG_LEVEL: 'warn', REDIS_URL: `redis://127.0.0.1:${redisProxy.port}` });
+      const child = spawnCli(['serve'], { ...shared, PORT: String(port), LOG_LEVEL: 'warn', REDIS_URL: options.directRedis ? options.redisUrl : `redis://127.0.0.1:${redisProxy.port}` });
       const log: string[] = [];
       child.stdout?.on('data', (d: Buffer) => log.push(String(d)));
       child.stderr?.on('data', (d: Buffer) => log.push(String(d)));
@@ -119,7 +126,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       await admin.close();
       await engine.close();
       await redisProxy.close();
-      await simulator.close();
+      await simulator?.close();
       const client = new pg.Client({ connectionString: options.databaseUrl });
       await client.connect();
       await client.query(`drop schema if exists "${schema}" cascade`);

@@ -37,6 +37,23 @@ export function describeDirectoryContract(name: string, factory: () => Connectio
       await d.close();
     });
 
+    it('addWithinCap: concurrent adds for one user never exceed the cap; re-adding an id does not count it', async () => {
+      const d = factory();
+      await d.add(meta('other', 'u2'));
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => d.addWithinCap(meta(`k${i}`, 'u1'), 3)));
+      expect(results.filter(Boolean)).toHaveLength(3);
+      expect(await d.countByUser('u1')).toBe(3);
+      const [held] = await d.byUser('u1');
+      expect(await d.addWithinCap(meta(held!.id, 'u1'), 3)).toBe(true);
+      expect(await d.addWithinCap(meta('late', 'u1'), 3)).toBe(false);
+      expect(await d.get('late')).toBeUndefined();
+      await d.remove(held!.id);
+      expect(await d.addWithinCap(meta('late', 'u1'), 3)).toBe(true);
+      expect(await d.addWithinCap(meta('u2b', 'u2'), 1)).toBe(false);
+      expect(await d.countByUser('u1')).toBe(3);
+      await d.close();
+    });
+
     it('filters by role, connection time, activity, session and instance; answers snapshots', async () => {
       const d = factory();
       await d.add(meta('a', 'u1', { roles: ['admin'], connectedAt: 100, lastActivityAt: 500, sessionId: 's1' }));
@@ -188,6 +205,22 @@ describeWithRedis('realtime ports', ({ url, prefix }) => {
     off();
     await a.close();
     await b.close();
+  });
+
+  it('the cap holds across instances adding for one user at once; a dead instance\'s entries do not count', async () => {
+    const p = unique('cd3');
+    const instances = ['a', 'b', 'c'].map((owner) => new RedisConnectionDirectory({ redis: client(), prefix: p, owner }));
+    const results = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => instances[i % 3]!.addWithinCap(meta(`x${i}`, 'u1', { instanceId: ['a', 'b', 'c'][i % 3]! }), 4)),
+    );
+    expect(results.filter(Boolean)).toHaveLength(4);
+    expect(await instances[0]!.countByUser('u1')).toBe(4);
+    const dead = new RedisConnectionDirectory({ redis: client(), prefix: p, owner: 'dead', ttlMs: 60 });
+    await dead.add(meta('d1', 'u9', { instanceId: 'dead' }));
+    await (dead as unknown as { timer: NodeJS.Timeout }).timer.close();
+    await new Promise((r) => setTimeout(r, 120));
+    expect(await instances[1]!.addWithinCap(meta('y1', 'u9', { instanceId: 'b' }), 1)).toBe(true);
+    for (const d of instances) await d.close();
   });
 
   it('a crashed instance\'s connections vanish from every answer and are swept once', async () => {

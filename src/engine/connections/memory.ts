@@ -14,6 +14,15 @@ export class MemoryConnectionDirectory implements ConnectionDirectory {
     set.set(meta.id, meta);
   }
 
+  async addWithinCap(meta: ConnectionMeta, cap: number): Promise<boolean> {
+    // No await between the count and the add: one turn of the event loop is atomic here.
+    const held = this.users.get(meta.userId);
+    const others = (held?.size ?? 0) - (held?.has(meta.id) ? 1 : 0);
+    if (others >= cap) return false;
+    await this.add(meta);
+    return true;
+  }
+
   async remove(id: string): Promise<boolean> {
     return this.removeSync(id);
   }

@@ -58,6 +58,13 @@ export interface ConnectionFilter {
 
 export interface ConnectionDirectory {
   add(meta: ConnectionMeta): Promise<void>;
+  /**
+   * Adds the connection only if its user holds fewer than `cap` other live connections (an
+   * entry with the same id is replaced, not counted); resolves whether it was added. Atomic:
+   * concurrent calls for one user, from any number of callers or instances sharing the
+   * directory, never leave the user with more than `cap` connections (the per-user cap).
+   */
+  addWithinCap(meta: ConnectionMeta, cap: number): Promise<boolean>;
   /** Removes the connection; resolves false when it was not there. */
   remove(id: string): Promise<boolean>;
   get(id: string): Promise<ConnectionMeta | undefined>;

@@ -8,8 +8,10 @@
  * connections vanish from answers within `ttlMs`; each heartbeat also sweeps such owners'
  * entries away (one atomic script, so one instance does it) and reports the dead owners
  * through `onOwnerExpired` (the realtime server settles their chats). Each write is one
- * atomic script. The metadata of this instance's connections is republished on every
- * heartbeat when it changed, so counters lag by at most one heartbeat.
+ * atomic script (`addWithinCap` counts the user's live connections and adds in the same
+ * script, so the per-user cap holds across instances). The metadata of this instance's
+ * connections is republished on every heartbeat when it changed, so counters lag by at most
+ * one heartbeat.
  *
  * The scripts compute key names from the prefix: on Redis Cluster give REDIS_KEY_PREFIX a
  * hash tag (`{portcullis}:`) so all directory keys live in one slot.
@@ -62,6 +64,15 @@ redis.call('SADD', P .. 'owners', ARGV[2])
 redis.call('SET', P .. 'alive:' .. ARGV[2], '1', 'PX', ARGV[7])
 return 1
 `;
+/** ARGV: as ADD, then cap → 1 when added, 0 when the user's other live connections reach cap. */
+const ADD_CAPPED = `${LIB}
+local h = redis.call('HGETALL', P .. 'u:' .. ARGV[4])
+local n = 0
+for i = 1, #h, 2 do
+  if h[i] ~= ARGV[3] and isAlive(h[i + 1]) then n = n + 1 end
+end
+if n >= tonumber(ARGV[8]) then return 0 end
+${ADD.slice(LIB.length)}`;
 /** ARGV: prefix, id. */
 const REMOVE = `${LIB}
 return drop(ARGV[2])
@@ -125,7 +136,7 @@ redis.call('SREM', P .. 'owners', ARGV[2])
 return 1
 `;
 
-type Scripted = Redis & Record<'cdAdd' | 'cdRemove' | 'cdRead' | 'cdUser' | 'cdCount' | 'cdHeartbeat' | 'cdLeave', (...args: (string | number)[]) => Promise<unknown>>;
+type Scripted = Redis & Record<'cdAdd' | 'cdAddCapped' | 'cdRemove' | 'cdRead' | 'cdUser' | 'cdCount' | 'cdHeartbeat' | 'cdLeave', (...args: (string | number)[]) => Promise<unknown>>;
 
 const READ_CHUNK = 500;
 
@@ -139,7 +150,7 @@ export class RedisConnectionDirectory implements ConnectionDirectory {
   constructor(private readonly options: RedisConnectionDirectoryOptions) {
     this.ttlMs = options.ttlMs ?? 10_000;
     const redis = options.redis;
-    for (const [name, lua] of Object.entries({ cdAdd: ADD, cdRemove: REMOVE, cdRead: READ, cdUser: USER, cdCount: COUNT, cdHeartbeat: HEARTBEAT, cdLeave: LEAVE })) {
+    for (const [name, lua] of Object.entries({ cdAdd: ADD, cdAddCapped: ADD_CAPPED, cdRemove: REMOVE, cdRead: READ, cdUser: USER, cdCount: COUNT, cdHeartbeat: HEARTBEAT, cdLeave: LEAVE })) {
       redis.defineCommand(name, { numberOfKeys: 0, lua });
     }
     this.redis = redis as Scripted;
@@ -156,6 +167,14 @@ export class RedisConnectionDirectory implements ConnectionDirectory {
     const written = this.json(meta);
     this.own.set(meta.id, { meta, written });
     await this.redis.cdAdd(this.options.prefix, this.options.owner, meta.id, meta.userId, meta.connectedAt, written, this.ttlMs);
+  }
+
+  async addWithinCap(meta: ConnectionMeta, cap: number): Promise<boolean> {
+    const written = this.json(meta);
+    const { prefix, owner } = this.options;
+    const added = (await this.redis.cdAddCapped(prefix, owner, meta.id, meta.userId, meta.connectedAt, written, this.ttlMs, cap)) === 1;
+    if (added) this.own.set(meta.id, { meta, written });
+    return added;
   }
 
   async remove(id: string): Promise<boolean> {
