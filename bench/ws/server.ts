@@ -5,31 +5,15 @@
  * `{cmd:'memory'}` → process.memoryUsage() after a GC; `{cmd:'usage'}` → the usage_records
  * rows counted by outcome; `{cmd:'stop'}` closes gracefully and exits.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { buildApp } from '../../src/app.js';
-import { loadConfig } from '../../src/config/index.js';
-import { createEngine } from '../../src/engine/index.js';
+import { startBenchGateway } from '../gateway.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-ws-'));
-const config = loadConfig({
-  PORT: '0',
-  HOST: '127.0.0.1',
-  LOG_LEVEL: 'silent',
-  NODE_ENV: 'test',
-  DATA_DIR: dir,
-  DATABASE_URL: `sqlite:${join(dir, 'bench.db')}`,
+const { app, url, close } = await startBenchGateway('ws', {
   RATE_LIMIT_IP_UPGRADE_PER_MIN: '0',
   RATE_LIMIT_AUTH_FAILURES_PER_MIN: '0',
   WS_MAX_CONNECTIONS_PER_USER: '100000',
   ...(JSON.parse(process.env.BENCH_GATEWAY_ENV ?? '{}') as Record<string, string>),
 });
-const engine = await createEngine(config);
-const app = await buildApp(config, engine);
-await app.listen({ port: 0, host: '127.0.0.1' });
-const address = app.server.address();
-if (!address || typeof address === 'string') throw new Error('no address');
+const engine = app.services.engine;
 const user = await app.services.users.create({ issuer: 'https://idp.bench', subject: 'bench.crypto', roles: ['member'] });
 const tokens: string[] = [];
 for (let i = 0; i < 20; i++) {
@@ -55,10 +39,7 @@ process.on('message', (message: { cmd: string }) => {
   if (message.cmd === 'memory') process.send!({ memory: memory(), connections: app.realtime.localCount() });
   if (message.cmd === 'usage') void usage().then((byOutcome) => process.send!({ byOutcome }));
   if (message.cmd === 'stop') {
-    void app.close().then(() => engine.close()).then(() => {
-      rmSync(dir, { recursive: true, force: true });
-      process.exit(0);
-    });
+    void close().finally(() => process.exit(0));
   }
 });
-process.send!({ url: `ws://127.0.0.1:${address.port}/v1/ws`, tokens });
+process.send!({ url: `${url.replace('http', 'ws')}/v1/ws`, tokens });
