@@ -17,7 +17,7 @@ import type { Bus } from '../engine/bus/index.js';
 import type { ConnectionDirectory, ConnectionMeta } from '../engine/connections/index.js';
 import type { StreamBuffer } from '../engine/stream-buffer/index.js';
 import { GatewayError } from '../errors/index.js';
-import { RateLimiter } from '../ratelimit/index.js';
+import type { RateLimiter } from '../ratelimit/index.js';
 import { ChatManager, MAX_CHATS_PER_CONNECTION } from './chats.js';
 import { Connection } from './connection.js';
 import { createFanout } from './fanout.js';
@@ -64,7 +64,8 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
   const buffer = options.buffer ?? engine.streamBuffer;
   const bus = options.bus ?? engine.bus;
   const distributed = engine.redis !== undefined;
-  const limiter = options.limiter ?? new RateLimiter({ config, store: engine.rateLimitStore, logger: app.log });
+  // The app's one limiter: the same counters (and failure metric) as the HTTP door.
+  const limiter = options.limiter ?? app.services.limiter;
   const metrics = createRealtimeMetrics(registry);
   const local = new Map<string, Connection>();
   const state = { accepting: true };
