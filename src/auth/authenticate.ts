@@ -64,19 +64,10 @@ function unauthenticated(reason: string, message: string): GatewayError {
   return new GatewayError('unauthenticated', message, { reason });
 }
 
+/** The user alone, without the roles, grants and permissions the view carries. */
 function toUser(view: UserView): User {
-  return {
-    id: view.id,
-    issuer: view.issuer,
-    subject: view.subject,
-    displayName: view.displayName,
-    email: view.email,
-    walletAddress: view.walletAddress,
-    status: view.status,
-    createdAt: view.createdAt,
-    updatedAt: view.updatedAt,
-    lastLoginAt: view.lastLoginAt,
-  };
+  const { roles: _roles, grants: _grants, permissions: _permissions, ...user } = view;
+  return user;
 }
 
 /** Builds the authenticate function over the given services (one per app). */

@@ -1,17 +1,5 @@
 /** Upstream's own error answer (a 4xx passed through) as a GatewayError, for doors without HTTP. */
-import type { ErrorCode } from '../errors/index.js';
-import { GatewayError } from '../errors/index.js';
-
-const byStatus: Record<number, ErrorCode> = {
-  400: 'invalid_request',
-  401: 'unauthenticated',
-  403: 'permission_denied',
-  404: 'not_found',
-  409: 'conflict',
-  413: 'request_too_large',
-  429: 'rate_limited',
-  529: 'overloaded',
-};
+import { GatewayError, codeForStatus } from '../errors/index.js';
 
 export function upstreamError(status: number, bytes: Buffer): GatewayError {
   let message = `Upstream answered ${status}`;
@@ -23,5 +11,5 @@ export function upstreamError(status: number, bytes: Buffer): GatewayError {
   } catch {
     // Not JSON: keep the generic message.
   }
-  return new GatewayError(byStatus[status] ?? (status >= 500 ? 'unavailable' : 'invalid_request'), message, { reason: type ?? 'upstream_error' });
+  return new GatewayError(codeForStatus(status), message, { reason: type ?? 'upstream_error' });
 }

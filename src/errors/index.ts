@@ -100,19 +100,27 @@ export function renderError(err: unknown, requestId?: string): { status: number;
   return { status: gateway.status, body, headers };
 }
 
+const codeByStatus: Partial<Record<number, ErrorCode>> = {
+  401: 'unauthenticated',
+  403: 'permission_denied',
+  404: 'not_found',
+  409: 'conflict',
+  413: 'request_too_large',
+  429: 'rate_limited',
+  529: 'overloaded',
+};
+
+/** The catalogue code for an HTTP status from elsewhere (Fastify, upstream): other 4xx are invalid requests, other 5xx unavailable. */
+export function codeForStatus(status: number): ErrorCode {
+  return codeByStatus[status] ?? (status >= 500 ? 'unavailable' : 'invalid_request');
+}
+
 /** Maps framework and validation errors onto the catalogue; everything else is internal. */
 export function toGatewayError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
   const e = err as { statusCode?: number; code?: string; message?: string; validation?: unknown };
   if (e && typeof e === 'object' && typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
-    const code: ErrorCode =
-      e.statusCode === 413 ? 'request_too_large'
-      : e.statusCode === 404 ? 'not_found'
-      : e.statusCode === 401 ? 'unauthenticated'
-      : e.statusCode === 403 ? 'permission_denied'
-      : e.statusCode === 429 ? 'rate_limited'
-      : 'invalid_request';
-    return new GatewayError(code, e.message ?? 'Bad request', { reason: e.code?.toLowerCase(), cause: err });
+    return new GatewayError(codeForStatus(e.statusCode), e.message ?? 'Bad request', { reason: e.code?.toLowerCase(), cause: err });
   }
   return new GatewayError('internal', 'Internal server error', { cause: err });
 }
