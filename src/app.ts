@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import fastifyCookie from '@fastify/cookie';
-import Fastify from 'fastify';
+import Fastify, { LogController } from 'fastify';
 import { Counter, Registry } from 'prom-client';
 import type { FastifyInstance } from 'fastify';
 import type { DestinationStream, LoggerOptions } from 'pino';
@@ -113,15 +113,17 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     logger: options.logStream ? { ...logger, stream: options.logStream } : logger,
     trustProxy: config.trustProxy,
     bodyLimit: 32 * 1024 * 1024,
-    requestIdLogLabel: 'request_id',
     requestIdHeader: false,
     genReqId: (req) => {
       const incoming = req.headers['x-request-id'];
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : `req_${randomUUID().replaceAll('-', '')}`;
     },
-    // POST /v1/messages logs one line per request when it settles (chat/settle.ts); Fastify's
-    // own two lines per request would triple the log volume of the busiest route.
-    disableRequestLogging: (req) => req.method === 'POST' && (req.url === '/v1/messages' || req.url.startsWith('/v1/messages?')),
+    logController: new LogController({
+      requestIdLogLabel: 'request_id',
+      // POST /v1/messages logs one line per request when it settles (chat/settle.ts); Fastify's
+      // own two lines per request would triple the log volume of the busiest route.
+      disableRequestLogging: (req) => req.method === 'POST' && (req.url === '/v1/messages' || req.url.startsWith('/v1/messages?')),
+    }),
   });
 
   const masterKeys = loadMasterKeyRing(config);

@@ -16,6 +16,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Session } from 'node:inspector/promises';
 import pino from 'pino';
 import { startBareProxy } from './bare-proxy.js';
 
@@ -57,6 +58,8 @@ if (role === 'sim') {
     UAUTH_CLIENT_ID: 'bench',
     UAUTH_CLIENT_SECRET: 'bench-secret',
     PUBLIC_URL: 'http://127.0.0.1:8080',
+    // Experiments: BENCH_SETTINGS='{"RATE_LIMIT_RPM":"0"}' overrides any setting above.
+    ...(JSON.parse(process.env.BENCH_SETTINGS ?? '{}') as Record<string, string>),
   });
   const engine = await createEngine(config);
   // Experiment only (not the product's setting): BENCH_SQLITE_SYNC=normal trades the last
@@ -79,6 +82,20 @@ if (role === 'sim') {
   });
 } else {
   throw new Error(`unknown role ${role}`);
+}
+
+// HEAP_PROFILE=<file>: sample every allocation site (collected objects included) until stop.
+let heapSession: Session | undefined;
+if (process.env.HEAP_PROFILE && role === 'gateway') {
+  const inspector = await import('node:inspector/promises');
+  heapSession = new inspector.Session();
+  heapSession.connect();
+  await heapSession.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  stops.unshift(async () => {
+    const { profile } = await heapSession!.post('HeapProfiler.stopSampling');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(process.env.HEAP_PROFILE!, JSON.stringify(profile));
+  });
 }
 
 process.on('message', (message: { cmd: string }) => {

@@ -42,27 +42,55 @@ export function rateLimitError(decision: LimitDecision): GatewayError {
   });
 }
 
-const requestLimits: LimitName[] = ['requests_per_minute', 'requests_per_day', 'ip_auth', 'ip_upgrade', 'ip_auth_failures'];
+/** Refused first (longest wait), then the fewest remaining relative to the limit. */
+function moreConstraining(a: LimitStatus, b: LimitStatus | undefined): boolean {
+  if (!b) return true;
+  if (a.retryAfterMs !== b.retryAfterMs) return a.retryAfterMs > b.retryAfterMs;
+  return a.remaining / a.limit < b.remaining / b.limit;
+}
+
+/** RFC 3339 at whole seconds (rounded up), as Anthropic sends its resets. */
+function resetTime(ms: number): string {
+  return new Date(Math.ceil(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+}
 
 /**
  * Headers describing the most constraining request limit and the token limit:
  * `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` and
  * `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; when refused, also
  * `retry-after` (s) and `retry-after-ms`. Empty for a decision with no limits.
+ * (Every answer carries these: one pass over the limits, no sorting.)
  */
 export function rateLimitHeaders(decision: LimitDecision, now = Date.now()): Record<string, string> {
   const headers: Record<string, string> = {};
-  const requests = mostConstraining(decision.limits.filter((l) => requestLimits.includes(l.name)));
-  const tokens = mostConstraining(decision.limits.filter((l) => l.name === 'tokens_per_minute'));
-  for (const [kind, status] of [['requests', requests], ['tokens', tokens]] as const) {
-    if (!status) continue;
-    const reset = new Date(Math.ceil(status.resetAtMs / 1000) * 1000).toISOString().replace('.000Z', 'Z');
-    headers[`anthropic-ratelimit-${kind}-limit`] = String(status.limit);
-    headers[`anthropic-ratelimit-${kind}-remaining`] = String(status.remaining);
-    headers[`anthropic-ratelimit-${kind}-reset`] = reset;
-    headers[`x-ratelimit-limit-${kind}`] = String(status.limit);
-    headers[`x-ratelimit-remaining-${kind}`] = String(status.remaining);
-    headers[`x-ratelimit-reset-${kind}`] = String(Math.max(0, Math.ceil((status.resetAtMs - now) / 1000)));
+  let requests: LimitStatus | undefined;
+  let tokens: LimitStatus | undefined;
+  for (const status of decision.limits) {
+    if (status.name === 'tokens_per_minute') {
+      if (moreConstraining(status, tokens)) tokens = status;
+    } else if (status.name !== 'concurrent_streams' && moreConstraining(status, requests)) {
+      requests = status;
+    }
+  }
+  if (requests) {
+    headers['anthropic-ratelimit-requests-limit'] = String(requests.limit);
+    headers['anthropic-ratelimit-requests-remaining'] = String(requests.remaining);
+    headers['anthropic-ratelimit-requests-reset'] = resetTime(requests.resetAtMs);
+  }
+  if (tokens) {
+    headers['anthropic-ratelimit-tokens-limit'] = String(tokens.limit);
+    headers['anthropic-ratelimit-tokens-remaining'] = String(tokens.remaining);
+    headers['anthropic-ratelimit-tokens-reset'] = resetTime(tokens.resetAtMs);
+  }
+  if (requests) {
+    headers['x-ratelimit-limit-requests'] = String(requests.limit);
+    headers['x-ratelimit-remaining-requests'] = String(requests.remaining);
+    headers['x-ratelimit-reset-requests'] = String(Math.max(0, Math.ceil((requests.resetAtMs - now) / 1000)));
+  }
+  if (tokens) {
+    headers['x-ratelimit-limit-tokens'] = String(tokens.limit);
+    headers['x-ratelimit-remaining-tokens'] = String(tokens.remaining);
+    headers['x-ratelimit-reset-tokens'] = String(Math.max(0, Math.ceil((tokens.resetAtMs - now) / 1000)));
   }
   const binding = decision.allowed ? undefined : bindingLimit(decision);
   if (binding) {
@@ -70,9 +98,4 @@ export function rateLimitHeaders(decision: LimitDecision, now = Date.now()): Rec
     headers['retry-after-ms'] = String(binding.retryAfterMs);
   }
   return headers;
-}
-
-/** Refused first (longest wait), then the fewest remaining relative to the limit. */
-function mostConstraining(limits: LimitStatus[]): LimitStatus | undefined {
-  return [...limits].sort((a, b) => b.retryAfterMs - a.retryAfterMs || a.remaining / a.limit - b.remaining / b.limit)[0];
 }

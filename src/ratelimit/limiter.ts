@@ -112,7 +112,6 @@ const admitSchema = z.object({
   maxTokens: z.number().int().min(0),
   now: z.number().int().min(0).optional(),
 });
-// Built once: constructing a zod schema costs far more than running it (hot path).
 const tokensSchema = z.number().int().min(0);
 const ipSchema = z.string().min(1).max(64);
 const streamSchema = z.object({
@@ -121,6 +120,29 @@ const streamSchema = z.object({
   override: tierOverrideSchema.optional(),
   leaseId: z.string().min(1).max(128).optional(),
 });
+
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const isName = (v: unknown, max: number): boolean => typeof v === 'string' && v.length >= 1 && v.length <= max;
+const isOverride = (o: TierOverride | undefined): boolean =>
+  o === undefined || (typeof o === 'object' && o !== null && Object.keys(o).every((k) => (k === 'rpm' || k === 'rpd' || k === 'tpm' || k === 'concurrent') && isCount(o[k])));
+
+/**
+ * The hot path (every request) checks its input with plain comparisons; only input that
+ * fails them goes through zod, for its message (a TypeError: a caller's bug).
+ */
+function checkedAdmit(input: AdmitRequestInput): AdmitRequestInput {
+  const ok =
+    isName(input.userId, 256) && (input.tier === undefined || (typeof input.tier === 'string' && input.tier.length <= 64)) && isOverride(input.override) &&
+    isCount(input.estimatedInputTokens) && isCount(input.maxTokens) && (input.now === undefined || isCount(input.now));
+  return ok ? input : admitSchema.parse(input);
+}
+
+function checkedStream(input: StreamInput): StreamInput {
+  const ok =
+    isName(input.userId, 256) && (input.tier === undefined || (typeof input.tier === 'string' && input.tier.length <= 64)) && isOverride(input.override) &&
+    (input.leaseId === undefined || isName(input.leaseId, 128));
+  return ok ? input : streamSchema.parse(input);
+}
 
 export class RateLimiter {
   private readonly config: RateLimitConfig;
@@ -160,7 +182,7 @@ export class RateLimiter {
    * tokens/minute limit, and `unavailable` when the store fails under the closed policy.
    */
   async admitRequest(input: AdmitRequestInput): Promise<RequestAdmission> {
-    const { userId, tier, override, estimatedInputTokens, maxTokens, now } = admitSchema.parse(input);
+    const { userId, tier, override, estimatedInputTokens, maxTokens, now } = checkedAdmit(input);
     const limits = this.limitsFor(tier, override);
     if (limits.tpm > 0 && estimatedInputTokens > limits.tpm) {
       throw new GatewayError(
@@ -196,7 +218,7 @@ export class RateLimiter {
    * failure is logged and counted, and the reservation simply stands until it expires.
    */
   async settle(reservation: TokenReservation, actualTokens: number, now?: number): Promise<void> {
-    const cost = tokensSchema.parse(actualTokens);
+    const cost = isCount(actualTokens) ? actualTokens : tokensSchema.parse(actualTokens);
     if (cost === reservation.reserved) return;
     const adjustment = [{ key: reservation.key, windowMs: reservation.windowMs, cost }];
     await this.guard('reconcile', () => this.store.reconcile(reservation.id, adjustment, now === undefined ? {} : { now }), false);
@@ -204,7 +226,7 @@ export class RateLimiter {
 
   /** Takes one of the user's concurrent-stream slots (lease TTL: RATE_LIMIT_LEASE_TTL). */
   async acquireStream(input: StreamInput): Promise<StreamAdmission> {
-    const { userId, tier, override, leaseId } = streamSchema.parse(input);
+    const { userId, tier, override, leaseId } = checkedStream(input);
     const { concurrent } = this.limitsFor(tier, override);
     if (concurrent === 0) return { allowed: true, limits: [], degraded: false };
     const lease: StreamLease = { key: `u:{${userId}}:streams`, leaseId: leaseId ?? randomUUID(), limit: concurrent, ttlMs: this.config.rateLimitLeaseTtl };
@@ -267,15 +289,17 @@ export class RateLimiter {
    * undefined (callers admit). With `enforce` false (settle, release) it never throws.
    */
   private async guard<T>(operation: string, call: () => Promise<T>, enforce = true): Promise<T | undefined> {
-    const policy = this.config.rateLimitFailurePolicy;
     let timer: NodeJS.Timeout | undefined;
     try {
+      // An in-process store answers at once; only a remote one can hang and needs a timeout.
+      if (this.store.inProcess) return await call();
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`rate-limit store did not answer within ${this.timeoutMs} ms`)), this.timeoutMs);
       });
       return await Promise.race([call(), timeout]);
     } catch (err) {
       if (err instanceof TypeError) throw err; // a malformed rule is a bug, not an outage
+      const policy = this.config.rateLimitFailurePolicy;
       const e = err as { message?: string; code?: string };
       this.logger?.warn({ operation, policy, error: e.message, code: e.code }, 'rate-limit store unavailable');
       this.failureCounter?.inc({ operation, policy });

@@ -2,7 +2,7 @@
  * Opaque tokens (refresh tokens, personal access tokens): random, shown once, stored only
  * as a SHA-256 hash, compared in constant time.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /** A new random token with a readable prefix, e.g. `pcl_rt_…` (32 random bytes). */
 export function newToken(prefix: string): string {
@@ -11,7 +11,7 @@ export function newToken(prefix: string): string {
 
 /** The stored form of a token: hex SHA-256. Tokens are high-entropy, so no salt is needed. */
 export function hashToken(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
+  return hash('sha256', token, 'hex');
 }
 
 /** Constant-time equality of two strings (false on different lengths, without early exit on content). */

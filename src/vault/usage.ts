@@ -148,18 +148,34 @@ function looksValid(r: UsageRecord): boolean {
   );
 }
 
-export class UsageLedger {
-  /** Records waiting for the next write (one multi-row INSERT per event-loop turn). */
-  private pending: Pending[] = [];
-  private scheduled = false;
+export interface UsageLedgerOptions {
+  /**
+   * How long a record may wait for the next write, in ms (default 10). Records arriving
+   * within that time are written together in one INSERT and one commit.
+   */
+  flushIntervalMs?: number;
+}
 
-  constructor(private readonly db: Db) {}
+export class UsageLedger {
+  /** Records waiting for the next write. */
+  private pending: Pending[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private readonly flushIntervalMs: number;
+
+  constructor(
+    private readonly db: Db,
+    options: UsageLedgerOptions = {},
+  ) {
+    this.flushIntervalMs = options.flushIntervalMs ?? 10;
+  }
 
   /**
    * Inserts one record; resolves once the database has it (durable as the database is).
-   * Records arriving in the same event-loop turn are written together in one INSERT, so a
-   * busy gateway pays one statement (and one commit) per turn, not per request. A failed
-   * write rejects every record of its batch.
+   * Records are written in batches, one multi-row INSERT (and one commit, the expensive
+   * part: an fsync on SQLite) every `flushIntervalMs` at most, so a busy gateway pays one
+   * commit per interval, not per request. A failed write rejects every record of its batch.
+   * A process killed in between loses at most the records of that interval, which the
+   * callers have not yet been told are written.
    */
   async record(r: UsageRecord): Promise<void> {
     if (!looksValid(r)) {
@@ -191,15 +207,20 @@ export class UsageLedger {
     };
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ row, resolve, reject });
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(() => void this.flush());
+      if (this.pending.length >= MAX_BATCH) {
+        clearTimeout(this.timer);
+        this.timer = undefined;
+        void this.flush();
+      } else {
+        this.timer ??= setTimeout(() => {
+          this.timer = undefined;
+          void this.flush();
+        }, this.flushIntervalMs);
       }
     });
   }
 
   private async flush(): Promise<void> {
-    this.scheduled = false;
     const batch = this.pending;
     this.pending = [];
     for (let i = 0; i < batch.length; i += MAX_BATCH) {

@@ -122,8 +122,12 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   };
 }
 
-/** The usage records of one request id (Kysely, straight from the table). */
+/**
+ * The usage records (of one request id), straight from the table, once every settlement
+ * started so far is written (usage is recorded beside the answer, a moment after it).
+ */
 export async function usageRows(gw: Gateway, requestId?: string) {
+  await gw.app.services.chat.drain();
   let q = gw.engine.database.db.selectFrom('usage_records').selectAll();
   if (requestId !== undefined) q = q.where('request_id', '=', requestId);
   return q.orderBy('created_at').execute();

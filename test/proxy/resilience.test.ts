@@ -6,7 +6,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Gateway, GatewayOptions } from './helpers.js';
-import { messageBody, startGateway } from './helpers.js';
+import { messageBody, startGateway, usageRows } from './helpers.js';
 
 describe('resilience through the gateway', () => {
   let gw: Gateway | undefined;
@@ -87,7 +87,7 @@ describe('resilience through the gateway', () => {
       ['claude-opus-4-6', 529],
       ['claude-sonnet-4-6', 200],
     ]);
-    const [row] = await g.engine.database.db.selectFrom('usage_records').selectAll().execute();
+    const [row] = await usageRows(g);
     expect(row).toMatchObject({ model: 'claude-sonnet-4-6', fallback: 'claude-sonnet-4-6', retries: 1 });
   });
 

@@ -15,7 +15,7 @@ import { buildSimulator } from '../../src/simulator/index.js';
 import { rotateMasterKey } from '../../src/vault/master-key-rotation.js';
 import { TEST_DATABASE_URL, describeEachDatabase } from '../helpers/env.js';
 import type { Gateway } from './helpers.js';
-import { messageBody, newSecret, startGateway } from './helpers.js';
+import { messageBody, newSecret, startGateway, usageRows } from './helpers.js';
 
 describeEachDatabase('no key material at rest, master-key rotation end to end', (ctx) => {
   const secrets = [newSecret(), newSecret()];
@@ -84,7 +84,7 @@ describeEachDatabase('no key material at rest, master-key rotation end to end', 
     let token = gw.token;
     try {
       await useEveryKey(gw);
-      const rows = await gw.engine.database.db.selectFrom('usage_records').select(['key_id', 'outcome']).execute();
+      const rows = await usageRows(gw);
       expect(rows.length).toBe(4);
       expect(new Set(rows.map((r) => r.key_id)).size).toBe(2);
       const logs = gw.rawLogs.join('');

@@ -168,7 +168,7 @@ export const UPSTREAM_KEY = `sk-ant-api03-${randomBytes(24).toString('hex')}`;
 export interface ChatTestApp extends WsTestApp {
   /** The app's upstream, over real HTTP: what it served is in `sim.requests`. */
   sim: Simulator;
-  /** The `usage_records` rows of a user, oldest first. */
+  /** The `usage_records` rows of a user, oldest first, once every settlement started so far is written. */
   usageRows(userId: string): Promise<UsageRecordRow[]>;
 }
 
@@ -192,8 +192,10 @@ export async function startChatApp(options: { sim?: SimulatorOptions; env?: Reco
   return {
     ...t,
     sim,
-    usageRows: (userId) =>
-      t.app.services.engine.database.db.selectFrom('usage_records').selectAll().where('user_id', '=', userId).orderBy('created_at').execute(),
+    async usageRows(userId) {
+      await t.app.services.chat.drain();
+      return t.app.services.engine.database.db.selectFrom('usage_records').selectAll().where('user_id', '=', userId).orderBy('created_at').execute();
+    },
     async close() {
       await t.close();
       await sim.close();

@@ -34,6 +34,7 @@ export interface MemoryRateLimitStoreOptions {
 }
 
 export class MemoryRateLimitStore implements RateLimitStore {
+  readonly inProcess = true;
   private readonly logs = new Map<string, Log>();
   private readonly leases = new Map<string, Map<string, number>>();
   private readonly maxKeys: number;

@@ -89,6 +89,11 @@ export interface LeaseResult {
 
 export interface RateLimitStore {
   /**
+   * True when the store lives in this process and answers without I/O (it cannot hang), so
+   * callers need no timeout around its calls.
+   */
+  readonly inProcess: boolean;
+  /**
    * All-or-nothing admission, atomic across every rule: admitted only when every rule has
    * room for its cost, and then recorded in every rule (one entry per rule, one shared
    * reservation id). A refusal records nothing anywhere. Concurrent checks, from any

@@ -139,6 +139,7 @@ export interface RedisRateLimitStoreOptions {
 }
 
 export class RedisRateLimitStore implements RateLimitStore {
+  readonly inProcess = false;
   private readonly redis: Redis;
   private readonly prefix: string;
   private readonly ownsClient: boolean;
