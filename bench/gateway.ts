@@ -1,17 +1,17 @@
 /**
- * A gateway for benchmarks, in the calling process: SQLite in a temporary folder, quiet
- * logs, listening on 127.0.0.1 port 0; `settings` add to or override those defaults.
+ * A gateway for benchmarks (the compiled build, see shipped.ts), in the calling process:
+ * SQLite in a temporary folder, quiet logs, listening on 127.0.0.1 port 0; `settings` add to
+ * or override those defaults.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { buildApp } from '../src/app.js';
 import type { Environment } from '../src/config/index.js';
-import { loadConfig } from '../src/config/index.js';
-import { createEngine } from '../src/engine/index.js';
+import { shipped } from './shipped.js';
 
 export async function startBenchGateway(name: string, settings: Environment): Promise<{ app: FastifyInstance; url: string; close(): Promise<void> }> {
+  const { buildApp, loadConfig, createEngine } = await shipped();
   const dir = mkdtempSync(join(tmpdir(), `portcullis-bench-${name}-`));
   const config = loadConfig({
     PORT: '0',

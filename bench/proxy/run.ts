@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Client } from 'undici';
+import { buildShipped } from '../shipped.js';
 
 const seconds = Number(process.argv[2] ?? 10);
 const sequential = Number(process.argv[3] ?? 3000);
@@ -76,6 +77,7 @@ async function hrtimeLatency(url: string, key: string, stream: boolean, n: numbe
   return { p50: at(0.5), p99: at(0.99) };
 }
 
+buildShipped();
 const sim = await start('sim', [KEY]);
 const bare = await start('bare', [sim.url]);
 const gateway = await start('gateway', [sim.url, KEY]);

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Session } from 'node:inspector/promises';
 import pino from 'pino';
+import { shipped } from '../shipped.js';
 import { startBareProxy } from './bare-proxy.js';
 
 const [role, arg1, arg2] = process.argv.slice(2);
@@ -25,7 +26,7 @@ const stops: Array<() => Promise<void>> = [];
 let reply: { url: string; token?: string };
 
 if (role === 'sim') {
-  const { buildSimulator } = await import('../../src/simulator/index.js');
+  const { buildSimulator } = await shipped();
   const sim = await buildSimulator({ keys: [arg1!], maxLoggedRequests: 1 });
   reply = { url: await sim.listen({ port: 0, host: '127.0.0.1' }) };
   stops.push(() => sim.close());
@@ -34,9 +35,7 @@ if (role === 'sim') {
   reply = { url: bare.url };
   stops.push(() => bare.close());
 } else if (role === 'gateway') {
-  const { buildApp } = await import('../../src/app.js');
-  const { loadConfig } = await import('../../src/config/index.js');
-  const { createEngine } = await import('../../src/engine/index.js');
+  const { buildApp, loadConfig, createEngine } = await shipped();
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-proxy-'));
   const config = loadConfig({
     PORT: '0',

@@ -19,7 +19,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
-import { buildSimulator } from '../../src/simulator/index.js';
+import { buildShipped, shipped } from '../shipped.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -99,6 +99,8 @@ async function clean(prefix: string): Promise<void> {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
+  buildShipped();
+  const { buildSimulator } = await shipped();
   const sim = await buildSimulator({ keys: [KEY], maxLoggedRequests: 10 });
   const simUrl = await sim.listen();
   const prefix = `bench:${randomBytes(4).toString('hex')}:`;

@@ -5,6 +5,7 @@
 import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { buildShipped } from '../shipped.js';
 
 export interface BenchChild<Ready> {
   process: ChildProcess;
@@ -16,6 +17,7 @@ export interface BenchChild<Ready> {
 
 /** Forks `file` (relative to bench/ws) with extra environment variables. */
 export async function startChild<Ready>(file: string, env: Record<string, string> = {}): Promise<BenchChild<Ready>> {
+  buildShipped(); // the gateway child loads the compiled build (see shipped.ts)
   const child = fork(fileURLToPath(new URL(file, import.meta.url)), [], {
     execArgv: ['--import', 'tsx', '--expose-gc'],
     stdio: 'inherit',

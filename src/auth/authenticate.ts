@@ -73,22 +73,23 @@ function toUser(view: UserView): User {
 /** Builds the authenticate function over the given services (one per app). */
 export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
   const now = deps.now ?? Date.now;
-  const users = new Map<string, { view: UserView; fetchedAt: number }>();
+  /** userId → the user's view and the user alone (built once per fetch, not per request). */
+  const users = new Map<string, { view: UserView; user: User; fetchedAt: number }>();
   deps.sessions.onUserDisabled((userId) => users.delete(userId));
 
-  async function activeUser(userId: string): Promise<UserView> {
+  async function activeUser(userId: string): Promise<{ view: UserView; user: User }> {
     const t = now();
-    const cached = users.get(userId);
-    let view = cached && t - cached.fetchedAt < USER_CACHE_MS ? cached.view : undefined;
-    if (!view) {
+    let entry = users.get(userId);
+    if (!entry || t - entry.fetchedAt >= USER_CACHE_MS) {
       const found = await deps.users.findById(userId);
       if (!found) throw unauthenticated('user_disabled', 'This user no longer exists');
-      view = await deps.users.view(userId);
+      const view = await deps.users.view(userId);
+      entry = { view, user: Object.freeze(toUser(view)), fetchedAt: t };
       if (users.size >= MAX_CACHED_USERS) users.clear();
-      users.set(userId, { view, fetchedAt: t });
+      users.set(userId, entry);
     }
-    if (view.status !== 'active') throw unauthenticated('user_disabled', 'This user is disabled');
-    return view;
+    if (entry.view.status !== 'active') throw unauthenticated('user_disabled', 'This user is disabled');
+    return entry;
   }
 
   async function fromAccessToken(token: string, credential: 'access_token' | 'cookie'): Promise<AuthContext> {
@@ -97,15 +98,15 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     if (!session || session.userId !== claims.sub) throw unauthenticated('session_revoked', 'The session of this token no longer exists');
     if (session.revokedAt !== null) throw unauthenticated('session_revoked', 'The session of this token has been revoked');
     if (session.expiresAt <= now()) throw unauthenticated('token_expired', 'The session of this token has ended');
-    const view = await activeUser(claims.sub);
-    return { user: toUser(view), permissions: view.permissions, sessionId: claims.sid, personalTokenId: null, credential, expiresAt: claims.exp * 1000 };
+    const { view, user } = await activeUser(claims.sub);
+    return { user, permissions: view.permissions, sessionId: claims.sid, personalTokenId: null, credential, expiresAt: claims.exp * 1000 };
   }
 
   async function fromPersonalToken(token: string): Promise<AuthContext> {
     const info = await deps.personalTokens.verify(token);
-    const view = await activeUser(info.userId);
+    const { view, user } = await activeUser(info.userId);
     return {
-      user: toUser(view),
+      user,
       permissions: narrowPermissions(view.permissions, info.models),
       sessionId: null,
       personalTokenId: info.id,

@@ -161,12 +161,12 @@ export class PersonalTokenService {
    * The token's record if it may be used now. Fails 401 with token_unknown, token_revoked
    * or token_expired. Stamps last_used_at when it is older than a minute.
    */
-  async verify(token: string): Promise<PersonalTokenInfo> {
+  async verify(token: string): Promise<Readonly<PersonalTokenInfo>> {
     const hash = hashToken(token);
     const now = this.now();
     const cached = this.verified.get(hash);
     if (cached !== undefined && cached.until > now) {
-      if (cached.info.expiresAt === null || cached.info.expiresAt > now) return { ...cached.info };
+      if (cached.info.expiresAt === null || cached.info.expiresAt > now) return cached.info;
     }
     if (cached !== undefined) this.verified.delete(hash);
     const row = await this.db.selectFrom('personal_tokens').selectAll().where('token_hash', '=', hash).executeTakeFirst();
@@ -184,7 +184,8 @@ export class PersonalTokenService {
       info.lastUsedAt = now;
     }
     if (this.verified.size >= MAX_CACHED_TOKENS) this.verified.clear();
-    this.verified.set(hash, { info: { ...info }, until: now + VERIFIED_CACHE_MS });
+    // Shared by every request within VERIFIED_CACHE_MS, hence frozen.
+    this.verified.set(hash, { info: Object.freeze({ ...info }), until: now + VERIFIED_CACHE_MS });
     return info;
   }
 }

@@ -24,12 +24,13 @@ import { callUpstream, resilienceHeaders } from '../upstream/index.js';
 import type { KeySource } from '../upstream/keys.js';
 import type { UpstreamOutcome } from '../upstream/resilient.js';
 import { SseTap, emptyUsage, sseErrorEvent } from '../upstream/sse.js';
+import type { TokenUsage } from '../upstream/sse.js';
 import type { UsageLedger } from '../vault/usage.js';
 import { ChatEvents } from './events.js';
 import type { ChatEvent } from './events.js';
 import { estimateInputTokens, parseMessagesBody } from './request.js';
 import { Settlement } from './settle.js';
-import type { ChatOutcome } from './settle.js';
+import type { ChatOutcome, SettlementEnd } from './settle.js';
 import { upstreamError } from './upstream-error.js';
 
 export type { ChatEvent } from './events.js';
@@ -134,7 +135,6 @@ export class ChatPipeline {
       estimatedInputTokens: estimateInputTokens(input.body),
       maxTokens: body.max_tokens,
     });
-    const limitHeaders = rateLimitHeaders(admission);
     if (!admission.allowed) throw rateLimitError(admission);
     const reservation = admission.reservation;
 
@@ -155,8 +155,12 @@ export class ChatPipeline {
 
     let outcome: UpstreamOutcome;
     try {
+      const { client, circuits, retry, fallbacks } = this.deps.upstream;
       outcome = await callUpstream({
-        ...this.deps.upstream,
+        client,
+        circuits,
+        retry,
+        fallbacks,
         keys: this.deps.keys,
         allowModel: (m) => modelAllowed(auth.permissions, m),
         method: 'POST',
@@ -183,15 +187,28 @@ export class ChatPipeline {
       throw err;
     }
 
-    const headers = { ...outcome.headers, ...resilienceHeaders(outcome), ...limitHeaders };
-    const ids = { keyId: outcome.keyId, keyName: outcome.keyName, model: outcome.model, retries: outcome.retries, fallback: outcome.fallback };
+    // The outcome's headers object is this request's own: the gateway's headers are added to
+    // it in place (merging header objects by spreading cost about 10 µs a request).
+    const headers = resilienceHeaders(outcome, outcome.headers);
+    rateLimitHeaders(admission, this.now(), headers);
+    const end = (status: number, result: ChatOutcome, usage: TokenUsage, errorType: string | null): SettlementEnd => ({
+      status,
+      outcome: result,
+      usage,
+      errorType,
+      keyId: outcome.keyId,
+      keyName: outcome.keyName,
+      model: outcome.model,
+      retries: outcome.retries,
+      fallback: outcome.fallback,
+    });
 
     if (outcome.kind !== 'stream') {
       settlement.firstByte();
       const complete = outcome.kind === 'buffered';
       const usage = outcome.kind === 'buffered' && outcome.usage ? outcome.usage : emptyUsage();
       // Not awaited: the answer does not wait for the usage write (settle never throws).
-      const settled = settlement.settle({ ...ids, status: outcome.status, outcome: complete ? 'complete' : 'error', usage, errorType: complete ? null : errorTypeOf(outcome.bytes) });
+      const settled = settlement.settle(end(outcome.status, complete ? 'complete' : 'error', usage, complete ? null : errorTypeOf(outcome.bytes)));
       this.background(settled.then(() => onSummary?.({ outcome: complete ? 'complete' : 'error', usage: wireUsage(usage), stopReason: null })));
       return { kind: 'buffered', status: outcome.status, headers, bytes: outcome.bytes };
     }
@@ -220,7 +237,7 @@ export class ChatPipeline {
           : 'complete';
       const errorType = failed ? 'api_error' : (summary.error?.type ?? null);
       // Not awaited: the end of the stream does not wait for the usage write (settle never throws).
-      const settled = settlement.settle({ ...ids, status: streamOutcome.status, outcome: result, usage: summary.usage, errorType });
+      const settled = settlement.settle(end(streamOutcome.status, result, summary.usage, errorType));
       this.background(
         settled.then(() =>
           onSummary?.({

@@ -33,11 +33,30 @@ function abortOnClose(request: FastifyRequest, reply: FastifyReply): AbortContro
   return controller;
 }
 
-/** Writes a stream of SSE bytes without buffering; the pipeline stops when the client goes away. */
-async function sendStream(reply: FastifyReply, result: Extract<ProxyResult, { kind: 'stream' }>, extra: Record<string, string>): Promise<void> {
+/** Adds `extra` to `headers` in place (no merged copy: this runs for every answer). */
+function withExtra(headers: Record<string, string>, extra: Record<string, string>): Record<string, string> {
+  for (const name in extra) headers[name] = extra[name]!;
+  return headers;
+}
+
+/**
+ * The answer to POST /v1/messages, written straight to the socket (the answer's headers are
+ * final; Fastify's reply hooks have nothing to add on this route): a whole body, or SSE bytes
+ * without buffering (the pipeline stops when the client goes away).
+ */
+async function sendMessagesResult(reply: FastifyReply, result: ProxyResult, extra: Record<string, string>): Promise<void> {
   const res = reply.raw;
   reply.hijack();
-  res.writeHead(result.status, { ...result.headers, ...extra, 'x-request-id': reply.request.id, 'cache-control': 'no-cache' });
+  const headers = withExtra(result.headers, extra);
+  headers['x-request-id'] = reply.request.id;
+  if (result.kind === 'buffered') {
+    headers['content-length'] = String(result.bytes.length);
+    res.writeHead(result.status, headers);
+    res.end(result.bytes);
+    return;
+  }
+  headers['cache-control'] = 'no-cache';
+  res.writeHead(result.status, headers);
   res.flushHeaders();
   await result.pipeTo(res);
 }
@@ -61,8 +80,7 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
       requestId: request.id,
       signal: controller.signal,
     });
-    if (result.kind === 'stream') return sendStream(reply, result, extraHeaders);
-    return reply.code(result.status).headers({ ...result.headers, ...extraHeaders }).send(result.bytes);
+    return sendMessagesResult(reply, result, extraHeaders);
   });
 
   app.post('/v1/messages/count_tokens', { preHandler: app.requireAuth }, async (request, reply) => {
@@ -93,7 +111,7 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
     const bytes = outcome.kind === 'stream' ? Buffer.alloc(0) : outcome.bytes;
     return reply
       .code(outcome.status)
-      .headers({ ...outcome.headers, ...resilienceHeaders(outcome), ...rateLimitHeaders(admission), ...extraHeaders })
+      .headers(withExtra(rateLimitHeaders(admission, Date.now(), resilienceHeaders(outcome, outcome.headers)), extraHeaders))
       .send(bytes);
   });
 
@@ -111,7 +129,7 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
       signal: abortOnClose(request, reply).signal,
     });
     outcome.release();
-    reply.code(outcome.status).headers({ ...outcome.headers, ...extraHeaders });
+    reply.code(outcome.status).headers(withExtra(outcome.headers, extraHeaders));
     if (outcome.kind !== 'buffered') return reply.send(outcome.kind === 'passthrough' ? outcome.bytes : Buffer.alloc(0));
     const json = outcome.json as { data?: Array<{ id?: unknown }>; id?: unknown };
     if (Array.isArray(json.data)) {

@@ -58,11 +58,11 @@ function resetTime(ms: number): string {
  * Headers describing the most constraining request limit and the token limit:
  * `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` and
  * `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; when refused, also
- * `retry-after` (s) and `retry-after-ms`. Empty for a decision with no limits.
- * (Every answer carries these: one pass over the limits, no sorting.)
+ * `retry-after` (s) and `retry-after-ms`. Nothing for a decision with no limits. Added to
+ * `into` (returned). Every answer carries these: one pass over the limits, no sorting.
  */
-export function rateLimitHeaders(decision: LimitDecision, now = Date.now()): Record<string, string> {
-  const headers: Record<string, string> = {};
+export function rateLimitHeaders(decision: LimitDecision, now = Date.now(), into: Record<string, string> = {}): Record<string, string> {
+  const headers = into;
   let requests: LimitStatus | undefined;
   let tokens: LimitStatus | undefined;
   for (const status of decision.limits) {

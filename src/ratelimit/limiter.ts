@@ -121,6 +121,10 @@ const streamSchema = z.object({
   leaseId: z.string().min(1).max(128).optional(),
 });
 
+function limitStatus(name: LimitName, o: RuleOutcome): LimitStatus {
+  return { name, key: o.key, limit: o.limit, remaining: o.remaining, resetAtMs: o.resetAtMs, retryAfterMs: o.retryAfterMs };
+}
+
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 const isName = (v: unknown, max: number): boolean => typeof v === 'string' && v.length >= 1 && v.length <= max;
 const isOverride = (o: TierOverride | undefined): boolean =>
@@ -202,7 +206,7 @@ export class RateLimiter {
     if (!decision) return { allowed: true, limits: [], degraded: true };
     const result: RequestAdmission = {
       allowed: decision.allowed,
-      limits: decision.rules.map((outcome, i) => ({ name: named[i]![0], ...outcome })),
+      limits: decision.rules.map((outcome, i) => limitStatus(named[i]![0], outcome)),
       degraded: false,
     };
     const tpm = named.find(([name]) => name === 'tokens_per_minute');
@@ -280,7 +284,7 @@ export class RateLimiter {
     const rule = { key: `ip:{${ipGroup(ipSchema.parse(o.ip))}}:${o.bucket}`, limit: o.limit, windowMs: MINUTE, cost: o.cost };
     const decision = await this.guard('check', () => this.store.check([rule], o.now === undefined ? {} : { now: o.now }));
     if (!decision) return { allowed: true, limits: [], degraded: true };
-    return { allowed: decision.allowed, limits: decision.rules.map((r) => ({ name: o.name, ...r })), degraded: false };
+    return { allowed: decision.allowed, limits: decision.rules.map((r) => limitStatus(o.name, r)), degraded: false };
   }
 
   /**

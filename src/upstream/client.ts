@@ -67,7 +67,8 @@ export class UpstreamClient {
     const response = await this.pool.request({
       method: request.method as Dispatcher.HttpMethod,
       path: `${this.prefix}${request.path.startsWith('/') ? '' : '/'}${request.path}`,
-      headers: request.body === undefined ? request.headers : { ...request.headers, 'content-length': String(request.body.length) },
+      // undici frames the body itself (content-length from the Buffer's length).
+      headers: request.headers,
       body: request.body,
       signal: request.signal,
     });

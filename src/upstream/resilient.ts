@@ -113,11 +113,11 @@ export type UpstreamOutcome =
   | (OutcomeBase & { kind: 'buffered'; bytes: Buffer; json: unknown; usage: TokenUsage | null })
   | (OutcomeBase & { kind: 'passthrough'; bytes: Buffer });
 
-/** The gateway's own headers describing how the answer was obtained. */
-export function resilienceHeaders(outcome: Pick<UpstreamOutcome, 'retries' | 'fallback'>): Record<string, string> {
-  const out: Record<string, string> = { 'x-portcullis-retries': String(outcome.retries) };
-  if (outcome.fallback !== null) out['x-portcullis-fallback'] = outcome.fallback;
-  return out;
+/** The gateway's own headers describing how the answer was obtained, added to `into` (returned). */
+export function resilienceHeaders(outcome: Pick<UpstreamOutcome, 'retries' | 'fallback'>, into: Record<string, string> = {}): Record<string, string> {
+  into['x-portcullis-retries'] = String(outcome.retries);
+  if (outcome.fallback !== null) into['x-portcullis-fallback'] = outcome.fallback;
+  return into;
 }
 
 interface Failures {
@@ -254,17 +254,9 @@ function outcomeOf(
   lease: KeyLease,
   meta: { model: string; fallback: string | null; attempts: AttemptRecord[]; options: CallUpstreamOptions },
 ): UpstreamOutcome {
-  const base = {
-    status: verdict.status,
-    headers: responseHeadersForClient(verdict.headers),
-    upstreamHeaders: verdict.headers,
-    model: meta.model,
-    fallback: meta.fallback,
-    attempts: meta.attempts,
-    retries: meta.attempts.length - 1,
-    keyId: lease.keyId,
-    keyName: lease.name,
-  };
+  // Built field by field, not by spreading a shared base: this runs for every request.
+  const headers = responseHeadersForClient(verdict.headers);
+  const retries = meta.attempts.length - 1;
   if (verdict.kind === 'stream') {
     let released = false;
     const release = () => {
@@ -281,8 +273,16 @@ function outcomeOf(
       meta.options.circuits.recordFailure(lease.keyId, `midstream_${typeof code === 'string' ? code.toLowerCase() : 'error'}`);
     });
     return {
-      ...base,
       kind: 'stream',
+      status: verdict.status,
+      headers,
+      upstreamHeaders: verdict.headers,
+      model: meta.model,
+      fallback: meta.fallback,
+      attempts: meta.attempts,
+      retries,
+      keyId: lease.keyId,
+      keyName: lease.name,
       body: verdict.body,
       release: () => {
         if (!verdict.body.destroyed) verdict.body.destroy();
@@ -290,12 +290,41 @@ function outcomeOf(
       },
     };
   }
-  const noop = () => undefined;
   if (verdict.kind === 'buffered') {
-    return { ...base, kind: 'buffered', bytes: verdict.bytes, json: verdict.json, usage: verdict.json === undefined ? null : usageFromMessage(verdict.json), release: noop };
+    return {
+      kind: 'buffered',
+      status: verdict.status,
+      headers,
+      upstreamHeaders: verdict.headers,
+      model: meta.model,
+      fallback: meta.fallback,
+      attempts: meta.attempts,
+      retries,
+      keyId: lease.keyId,
+      keyName: lease.name,
+      bytes: verdict.bytes,
+      json: verdict.json,
+      usage: verdict.json === undefined ? null : usageFromMessage(verdict.json),
+      release: noop,
+    };
   }
-  return { ...base, kind: 'passthrough', bytes: verdict.bytes, release: noop };
+  return {
+    kind: 'passthrough',
+    status: verdict.status,
+    headers,
+    upstreamHeaders: verdict.headers,
+    model: meta.model,
+    fallback: meta.fallback,
+    attempts: meta.attempts,
+    retries,
+    keyId: lease.keyId,
+    keyName: lease.name,
+    bytes: verdict.bytes,
+    release: noop,
+  };
 }
+
+const noop = (): void => undefined;
 
 function exhausted(options: CallUpstreamOptions, failures: Failures): GatewayError {
   const { circuits } = options;

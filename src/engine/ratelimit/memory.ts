@@ -59,10 +59,12 @@ export class MemoryRateLimitStore implements RateLimitStore {
     const now = options.now ?? this.clock();
     this.maybeSweep(now);
     const logs = rules.map((rule) => this.log(rule, now));
-    const allowed = rules.every((rule, i) => logs[i]!.used + needed(rule) <= rule.limit);
+    let allowed = true;
+    for (let i = 0; i < rules.length; i++) if (logs[i]!.used + needed(rules[i]!) > rules[i]!.limit) allowed = false;
     let reservation: string | undefined;
     if (allowed) {
-      for (const [i, rule] of rules.entries()) {
+      for (let i = 0; i < rules.length; i++) {
+        const rule = rules[i]!;
         if (rule.cost === 0) continue;
         reservation ??= this.nextId();
         insert(logs[i]!, { ts: now, cost: rule.cost, id: reservation });
@@ -190,17 +192,22 @@ function insert(log: Log, entry: Entry): void {
 function outcome(rule: LimitRule, log: Log, now: number, allowed: boolean): RuleOutcome {
   const last = log.entries[log.entries.length - 1];
   const resetAtMs = last && log.head < log.entries.length ? last.ts + rule.windowMs : now;
-  const base = { key: rule.key, limit: rule.limit, remaining: Math.max(0, rule.limit - log.used), resetAtMs };
+  const remaining = Math.max(0, rule.limit - log.used);
+  return { key: rule.key, limit: rule.limit, remaining, resetAtMs, retryAfterMs: retryAfter(rule, log, now, allowed) };
+}
+
+/** 0 when the rule has room; else the ms until enough old entries expire for its cost to fit. */
+function retryAfter(rule: LimitRule, log: Log, now: number, allowed: boolean): number {
   const need = needed(rule);
-  if (allowed || log.used + need <= rule.limit) return { ...base, retryAfterMs: 0 };
-  if (need > rule.limit) return { ...base, retryAfterMs: rule.windowMs };
+  if (allowed || log.used + need <= rule.limit) return 0;
+  if (need > rule.limit) return rule.windowMs;
   // Walk the oldest entries until enough of them have expired for `need` to fit.
   const excess = log.used + need - rule.limit;
   let freed = 0;
   for (let i = log.head; i < log.entries.length; i++) {
     const entry = log.entries[i]!;
     freed += entry.cost;
-    if (freed >= excess) return { ...base, retryAfterMs: Math.max(1, entry.ts + rule.windowMs - now) };
+    if (freed >= excess) return Math.max(1, entry.ts + rule.windowMs - now);
   }
-  return { ...base, retryAfterMs: rule.windowMs };
+  return rule.windowMs;
 }
