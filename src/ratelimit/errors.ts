@@ -49,9 +49,13 @@ function moreConstraining(a: LimitStatus, b: LimitStatus | undefined): boolean {
   return a.remaining / a.limit < b.remaining / b.limit;
 }
 
-/** RFC 3339 at whole seconds (rounded up), as Anthropic sends its resets. */
+let lastReset = { second: -1, text: '' };
+
+/** RFC 3339 at whole seconds (rounded up), as Anthropic sends its resets; the last one is reused. */
 function resetTime(ms: number): string {
-  return new Date(Math.ceil(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+  const second = Math.ceil(ms / 1000);
+  if (second !== lastReset.second) lastReset = { second, text: new Date(second * 1000).toISOString().replace('.000Z', 'Z') };
+  return lastReset.text;
 }
 
 /**

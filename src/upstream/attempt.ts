@@ -14,6 +14,7 @@
  *   (see the commit rule in retry.ts).
  */
 import type { IncomingHttpHeaders } from 'node:http';
+import { Aborter } from './client.js';
 import type { UpstreamBody, UpstreamClient } from './client.js';
 import { headerValue } from './headers.js';
 
@@ -73,7 +74,7 @@ async function readAll(body: UpstreamBody): Promise<Buffer> {
  * until it closes; call `detach()` if you stop caring earlier.
  */
 export async function runAttempt(input: AttemptInput): Promise<AttemptVerdict> {
-  const controller = new AbortController();
+  const controller = new Aborter();
   const onClientAbort = () => controller.abort(input.signal?.reason);
   input.signal?.addEventListener('abort', onClientAbort, { once: true });
   const detach = () => input.signal?.removeEventListener('abort', onClientAbort);
@@ -95,7 +96,7 @@ export async function runAttempt(input: AttemptInput): Promise<AttemptVerdict> {
   try {
     let response;
     try {
-      response = await input.client.send({ method: input.method, path: input.path, headers: input.headers, body: input.body, signal: controller.signal });
+      response = await input.client.send({ method: input.method, path: input.path, headers: input.headers, body: input.body, signal: controller });
     } catch (err) {
       return failed(err);
     }

@@ -3,7 +3,7 @@
  * summaries of those rows. The same SQL runs on SQLite and PostgreSQL; days are UTC and are
  * bucketed by integer division of the epoch milliseconds, which both databases do alike.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { z } from 'zod';
 import type { Insertable } from 'kysely';
@@ -148,6 +148,20 @@ function looksValid(r: UsageRecord): boolean {
   );
 }
 
+/** This process's part of usage ids (40 random bits), and a counter after it. */
+const idInstance = randomBytes(5).toString('hex');
+let idCounter = 0;
+
+/**
+ * `use_` + 32 hex digits: the time (ms, 12 digits), this process (10), a counter (10). Ids
+ * grow with time, so each insert appends to the primary-key index instead of landing on a
+ * random page (about a third less work per row on SQLite); unique across instances.
+ */
+function nextUsageId(): string {
+  idCounter = (idCounter + 1) % 0x10000000000;
+  return `use_${Date.now().toString(16).padStart(12, '0')}${idInstance}${idCounter.toString(16).padStart(10, '0')}`;
+}
+
 export interface UsageLedgerOptions {
   /**
    * How long a record may wait for the next write, in ms (default 10). Records arriving
@@ -184,7 +198,7 @@ export class UsageLedger {
       throw new GatewayError('internal', `usage record: ${issue ? `${issue.path.join('.')}: ${issue.message}` : 'invalid'}`, { reason: 'invalid_usage_record' });
     }
     const row: UsageRow = {
-      id: `use_${randomUUID().replaceAll('-', '')}`,
+      id: nextUsageId(),
       request_id: r.requestId,
       user_id: r.userId,
       session_id: r.sessionId,
