@@ -45,7 +45,14 @@ export interface AuthContext {
   expiresAt: number | null;
 }
 
-export type Authenticate = (input: AuthInput) => Promise<AuthContext>;
+export interface Authenticate {
+  (input: AuthInput): Promise<AuthContext>;
+  /**
+   * True when the input's credential is a personal token this instance verified moments ago
+   * (VERIFIED_CACHE_MS): no guess, so brute-force checks may skip it. Never throws.
+   */
+  recentlyVerified(input: AuthInput): boolean;
+}
 
 export interface AuthenticateDeps {
   config: Pick<Config, 'publicUrl'>;
@@ -121,7 +128,14 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     throw unauthenticated('token_malformed', 'The credential is neither an access token nor a personal access token');
   }
 
-  return async function authenticate(input: AuthInput): Promise<AuthContext> {
+  /** The bearer value of the input's header credential, as `authenticate` reads it. */
+  function headerCredential(input: AuthInput): string | undefined {
+    if (input.authorization !== undefined && input.authorization !== '') return /^Bearer\s+(\S+)\s*$/i.exec(input.authorization)?.[1];
+    if (input.apiKey !== undefined && input.apiKey !== '') return input.apiKey.trim();
+    return undefined;
+  }
+
+  const authenticate = async function authenticate(input: AuthInput): Promise<AuthContext> {
     if (input.authorization !== undefined && input.authorization !== '') {
       const match = /^Bearer\s+(\S+)\s*$/i.exec(input.authorization);
       if (!match) throw unauthenticated('token_malformed', 'Authorization: expected "Bearer <token>"');
@@ -132,4 +146,10 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     if (cookie) return fromAccessToken(cookie, 'cookie');
     throw unauthenticated('missing_credentials', 'Send an access token or personal access token (Authorization: Bearer …, or x-api-key), or sign in');
   };
+  return Object.assign(authenticate, {
+    recentlyVerified(input: AuthInput): boolean {
+      const value = headerCredential(input);
+      return value !== undefined && value.startsWith(PERSONAL_TOKEN_PREFIX) && deps.personalTokens.isRecentlyVerified(value);
+    },
+  });
 }

@@ -157,6 +157,13 @@ export class PersonalTokenService {
     return { ...info, revokedAt: now };
   }
 
+  /** True when `token` was verified on this instance within VERIFIED_CACHE_MS and may still be used. */
+  isRecentlyVerified(token: string): boolean {
+    const cached = this.verified.get(hashToken(token));
+    const now = this.now();
+    return cached !== undefined && cached.until > now && (cached.info.expiresAt === null || cached.info.expiresAt > now);
+  }
+
   /**
    * The token's record if it may be used now. Fails 401 with token_unknown, token_revoked
    * or token_expired. Stamps last_used_at when it is older than a minute.

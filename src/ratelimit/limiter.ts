@@ -281,7 +281,7 @@ export class RateLimiter {
 
   private async ipCheck(o: { ip: string; bucket: IpBucket; limit: number; name: LimitName; cost: number; now: number | undefined }): Promise<LimitDecision> {
     if (o.limit === 0) return { allowed: true, limits: [], degraded: false };
-    const rule = { key: `ip:{${ipGroup(ipSchema.parse(o.ip))}}:${o.bucket}`, limit: o.limit, windowMs: MINUTE, cost: o.cost };
+    const rule = { key: `ip:{${ipGroup(isName(o.ip, 64) ? o.ip : ipSchema.parse(o.ip))}}:${o.bucket}`, limit: o.limit, windowMs: MINUTE, cost: o.cost };
     const decision = await this.guard('check', () => this.store.check([rule], o.now === undefined ? {} : { now: o.now }));
     if (!decision) return { allowed: true, limits: [], degraded: true };
     return { allowed: decision.allowed, limits: decision.rules.map((r) => limitStatus(o.name, r)), degraded: false };

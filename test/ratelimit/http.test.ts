@@ -158,6 +158,21 @@ describe('rate limits over HTTP', () => {
     expect((await postMessages(g.url, token, body)).status).toBe(200);
   });
 
+  it('lets a locked-out IP keep using a token this instance verified within the last second, but no other', async () => {
+    const g = await gateway({ RATE_LIMIT_AUTH_FAILURES_PER_MIN: '3' });
+    const { token } = await userWithToken(g.app);
+    const { token: other } = await userWithToken(g.app);
+    const body = messagesBody(10);
+    expect((await postMessages(g.url, token, body)).status).toBe(200);
+    for (let i = 0; i < 3; i++) expect((await postMessages(g.url, `pcl_pat_wrong${i}`, body)).status).toBe(401);
+    // The token in use is no guess: its requests skip the lockout check…
+    expect((await postMessages(g.url, token, body)).status).toBe(200);
+    // …a correct token not verified moments ago is refused, and so is everything once the second has passed.
+    expect((await postMessages(g.url, other, body)).status).toBe(429);
+    await new Promise((resolve) => setTimeout(resolve, 1_100)); // the token cache runs on real time
+    expect((await postMessages(g.url, token, body)).status).toBe(429);
+  });
+
   it('caps concurrent streams per user and frees the slot when a stream ends', async () => {
     const g = await gateway({ RATE_LIMIT_CONCURRENT: '1' });
     const { token } = await userWithToken(g.app);

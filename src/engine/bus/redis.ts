@@ -28,7 +28,7 @@ export class RedisBus implements Bus {
     this.onHandlerError = options.onHandlerError ?? (() => {});
     // No ready check: its INFO would be queued behind SUBSCRIBE when the first subscriptions
     // are issued while connecting, which Redis refuses in subscriber mode.
-    this.subscriber = options.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, enableReadyCheck: false });
+    this.subscriber = options.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, enableReadyCheck: false, enableAutoPipelining: false });
     this.subscriber.on('error', () => {
       // Reported by the shared client's readiness probe; reconnects on its own.
     });
