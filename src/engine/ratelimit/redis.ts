@@ -13,7 +13,11 @@ import type { Redis } from 'ioredis';
 import type { CheckOptions, CostAdjustment, Decision, LeaseRequest, LeaseResult, LimitRule, RateLimitStore, RuleOutcome } from './port.js';
 import { idGenerator, validateAdjustments, validateLease, validateRules } from './validate.js';
 
-/** Shared by every script: the clock, and popping expired entries while keeping the sum. */
+/**
+ * Shared by every script: the clock, and popping expired entries. `prune` returns the
+ * running sum without those entries and whether any were popped; the caller writes the sum
+ * back (once, with its own change) when it changed.
+ */
 const PRELUDE = `
 local function clock(arg)
   local now = tonumber(arg)
@@ -24,7 +28,7 @@ end
 local function prune(log, costs, cutoff)
   local used = tonumber(redis.call('HGET', costs, '#') or '0')
   local expired = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff)
-  if #expired == 0 then return used end
+  if #expired == 0 then return used, false end
   for s = 1, #expired, 500 do
     local batch = {}
     for j = s, math.min(s + 499, #expired) do batch[#batch + 1] = expired[j] end
@@ -33,37 +37,42 @@ local function prune(log, costs, cutoff)
     redis.call('HDEL', costs, unpack(batch))
   end
   redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
-  redis.call('HSET', costs, '#', used)
-  return used
+  return used, true
 end
 `;
 
-/** KEYS: log, costs per rule. ARGV: now|'', id, then limit, windowMs, cost per rule. */
+/**
+ * KEYS: log, costs per rule. ARGV: now|'', id, then limit, windowMs, cost per rule.
+ * Admitted entries are stamped `now`, so an admitted rule's newest entry is known without
+ * asking (reset = now + window); only a refusal reads the log's newest and oldest entries.
+ */
 const CHECK = `${PRELUDE}
 local now = clock(ARGV[1])
 local id = ARGV[2]
 local n = #KEYS / 2
-local used, allowed = {}, 1
+local used, dirty, allowed = {}, {}, 1
 for i = 1, n do
   local limit, window, cost = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
-  used[i] = prune(KEYS[2 * i - 1], KEYS[2 * i], now - window)
+  used[i], dirty[i] = prune(KEYS[2 * i - 1], KEYS[2 * i], now - window)
   if used[i] + math.max(cost, 1) > limit then allowed = 0 end
 end
 local out = { allowed, now }
 for i = 1, n do
   local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
   local limit, window, cost = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  local reset = now
   if allowed == 1 and cost > 0 then
     redis.call('ZADD', log, now, id)
-    redis.call('HSET', costs, id, cost)
     used[i] = used[i] + cost
-    redis.call('HSET', costs, '#', used[i])
+    redis.call('HSET', costs, id, cost, '#', used[i])
     redis.call('PEXPIRE', log, window)
     redis.call('PEXPIRE', costs, window)
+    reset = now + window
+  else
+    if dirty[i] then redis.call('HSET', costs, '#', used[i]) end
+    local newest = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+    if #newest == 2 then reset = tonumber(newest[2]) + window end
   end
-  local reset = now
-  local newest = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
-  if #newest == 2 then reset = tonumber(newest[2]) + window end
   local need = math.max(cost, 1)
   local retry = 0
   if allowed == 0 and used[i] + need > limit then
@@ -91,14 +100,16 @@ end
 return out
 `;
 
-/** KEYS: log, costs per rule. ARGV: now|'', id, then windowMs, cost per rule. */
-const RECONCILE = `${PRELUDE}
-local now = clock(ARGV[1])
-local id = ARGV[2]
+/**
+ * KEYS: log, costs per rule. ARGV: id, then cost per rule. No pruning needed: the running
+ * sum counts every entry still in the hash, expired or not, so changing one entry's cost and
+ * the sum by the same amount keeps them consistent (the next prune subtracts the new cost).
+ */
+const RECONCILE = `
+local id = ARGV[1]
 for i = 1, #KEYS / 2 do
   local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
-  local window, cost = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
-  local used = prune(log, costs, now - window)
+  local cost = tonumber(ARGV[i + 1])
   local old = tonumber(redis.call('HGET', costs, id))
   if old then
     if cost == 0 then
@@ -107,7 +118,7 @@ for i = 1, #KEYS / 2 do
     else
       redis.call('HSET', costs, id, cost)
     end
-    redis.call('HSET', costs, '#', used + cost - old)
+    redis.call('HINCRBY', costs, '#', cost - old)
   end
 end
 return 1
@@ -185,8 +196,7 @@ export class RedisRateLimitStore implements RateLimitStore {
     validateAdjustments(reservation, adjustments, options.now);
     if (adjustments.length === 0) return;
     const keys = adjustments.flatMap((a) => this.keys(a.key));
-    const args = adjustments.flatMap((a) => [a.windowMs, a.cost]);
-    await this.scripts.reconcile(keys.length, ...keys, options.now ?? '', reservation, ...args);
+    await this.scripts.reconcile(keys.length, ...keys, reservation, ...adjustments.map((a) => a.cost));
   }
 
   async acquire(request: LeaseRequest): Promise<LeaseResult> {
