@@ -171,8 +171,10 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     app.log.warn({ file: masterKeys.generatedFile }, 'DEVELOPMENT ONLY: master key read from the data directory; set PORTCULLIS_MASTER_KEY in production');
   }
 
-  app.addHook('onRequest', async (request, reply) => {
+  // Callback-style hooks: they run for every request, and an async hook costs a promise each.
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
+    done();
   });
 
   app.setErrorHandler((err, request, reply) => {
@@ -192,11 +194,13 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   installAuthGuards(app, { authenticate: services.authenticate, limiter: chat.limiter, config });
 
   // Brute-force protection: sign-in and token endpoints are limited per client IP.
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', (request, _reply, done) => {
     const path = request.url;
-    if (!path.startsWith('/auth/login') && !path.startsWith('/auth/callback') && !path.startsWith('/auth/refresh')) return;
-    const decision = await chat.limiter.admitIp(request.ip, 'auth');
-    if (!decision.allowed) throw rateLimitError(decision);
+    if (!path.startsWith('/auth/login') && !path.startsWith('/auth/callback') && !path.startsWith('/auth/refresh')) return done();
+    chat.limiter.admitIp(request.ip, 'auth').then(
+      (decision) => done(decision.allowed ? undefined : rateLimitError(decision)),
+      (err: Error) => done(err),
+    );
   });
 
   await app.register(healthRoutes, { engine, isDraining: () => services.lifecycle.draining });
