@@ -28,6 +28,7 @@ import { realtimeAdminRoutes, realtimePlugin } from './realtime/index.js';
 import type { MasterKeyRing } from './security/envelope.js';
 import { loadMasterKeyRing } from './security/master-key.js';
 import { UsageLedger } from './vault/usage.js';
+import { kyselyUsageWriter, sqliteWorkerUsageWriter } from './vault/usage-writer.js';
 import { KeyVault } from './vault/vault.js';
 import type { ChatServices } from './chat/services.js';
 import { createChatServices } from './chat/services.js';
@@ -141,7 +142,11 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   if (imported === 'name_taken') {
     app.log.warn({ key: 'default' }, 'key vault: ANTHROPIC_API_KEY is not in the vault but the name default is taken (rotated?); not imported');
   }
-  const usage = new UsageLedger(engine.database.db);
+  // On a SQLite file, usage rows are written by a worker thread (see vault/usage-writer.ts).
+  const sqliteFile = config.database.kind === 'sqlite' && config.database.path !== ':memory:' ? config.database.path : undefined;
+  const usage = new UsageLedger(engine.database.db, {
+    ...(sqliteFile ? { writer: sqliteWorkerUsageWriter(sqliteFile, kyselyUsageWriter(engine.database.db)) } : {}),
+  });
   const metrics = new Registry();
   const rateLimitFailures = new Counter({
     name: 'portcullis_rate_limit_store_failures_total',
@@ -150,7 +155,11 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     registers: [metrics],
   });
   const chat = await createChatServices({ config, engine, vault, usage, log: app.log, rateLimitFailures });
-  app.addHook('onClose', () => chat.close());
+  // Settlements still writing finish first, then the ledger writes what it holds.
+  app.addHook('onClose', async () => {
+    await chat.close();
+    await usage.close();
+  });
   const services: AppServices = {
     config,
     engine,

@@ -67,6 +67,8 @@ export type ProxyResult =
       chunks: AsyncIterable<Uint8Array>;
       /** Writes the SSE bytes to `res` with backpressure; resolves when settled. Use this or `chunks`, not both. */
       pipeTo(res: Writable): Promise<void>;
+      /** True when upstream's first bytes have already arrived (buffered, not yet read). */
+      ready(): boolean;
     };
 
 export interface ChatSummary {
@@ -306,7 +308,17 @@ export class ChatPipeline {
           done();
         }
       });
-    return { kind: 'stream', status: streamOutcome.status, headers, chunks: relay(), pipeTo };
+    let chunks: AsyncGenerator<Uint8Array> | undefined; // made when first asked for (the WebSocket door)
+    return {
+      kind: 'stream',
+      status: streamOutcome.status,
+      headers,
+      get chunks() {
+        return (chunks ??= relay());
+      },
+      pipeTo,
+      ready: () => streamOutcome.body.readableLength > 0,
+    };
   }
 
   /**

@@ -57,7 +57,9 @@ async function sendMessagesResult(reply: FastifyReply, result: ProxyResult, extr
   }
   headers['cache-control'] = 'no-cache';
   res.writeHead(result.status, headers);
-  res.flushHeaders();
+  // The headers leave with the first event when one is already here (one write instead of
+  // two); otherwise now, so the client sees its 200 before upstream's first event.
+  if (!result.ready()) res.flushHeaders();
   await result.pipeTo(res);
 }
 

@@ -6,10 +6,10 @@
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { z } from 'zod';
-import type { Insertable } from 'kysely';
 import type { Db } from '../db/index.js';
-import type { UsageRecordsTable } from '../db/types.js';
 import { GatewayError } from '../errors/index.js';
+import { kyselyUsageWriter } from './usage-writer.js';
+import type { UsageRow, UsageRowWriter } from './usage-writer.js';
 
 export interface UsageRecord {
   requestId: string; userId: string; sessionId: string | null; personalTokenId: string | null;
@@ -123,7 +123,6 @@ export async function keyUsage(db: Db): Promise<Map<string, KeyUsage>> {
   return out;
 }
 
-type UsageRow = Insertable<UsageRecordsTable>;
 
 interface Pending {
   row: UsageRow;
@@ -168,6 +167,8 @@ export interface UsageLedgerOptions {
    * within that time are written together in one INSERT and one commit.
    */
   flushIntervalMs?: number;
+  /** Where batches are written; Kysely on this thread by default (see usage-writer.ts). */
+  writer?: UsageRowWriter;
 }
 
 export class UsageLedger {
@@ -175,12 +176,22 @@ export class UsageLedger {
   private pending: Pending[] = [];
   private timer: NodeJS.Timeout | undefined;
   private readonly flushIntervalMs: number;
+  private readonly writer: UsageRowWriter;
 
   constructor(
     private readonly db: Db,
     options: UsageLedgerOptions = {},
   ) {
     this.flushIntervalMs = options.flushIntervalMs ?? 10;
+    this.writer = options.writer ?? kyselyUsageWriter(db);
+  }
+
+  /** Writes what is pending, then closes the writer (call after the last `record`). */
+  async close(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.flush();
+    await this.writer.close();
   }
 
   /**
@@ -240,7 +251,7 @@ export class UsageLedger {
     for (let i = 0; i < batch.length; i += MAX_BATCH) {
       const part = batch.slice(i, i + MAX_BATCH);
       try {
-        await this.db.insertInto('usage_records').values(part.map((p) => p.row)).execute();
+        await this.writer.write(part.map((p) => p.row));
         for (const p of part) p.resolve();
       } catch (err) {
         for (const p of part) p.reject(err);
