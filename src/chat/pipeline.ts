@@ -21,6 +21,7 @@ import type { RateLimiter } from '../ratelimit/index.js';
 import { rateLimitError, rateLimitHeaders } from '../ratelimit/index.js';
 import type { Upstream } from '../upstream/index.js';
 import { callUpstream, resilienceHeaders } from '../upstream/index.js';
+import type { CancelSignal } from '../upstream/client.js';
 import type { KeySource } from '../upstream/keys.js';
 import type { UpstreamOutcome } from '../upstream/resilient.js';
 import { SseTap, emptyUsage, sseErrorEvent } from '../upstream/sse.js';
@@ -52,7 +53,8 @@ export interface MessagesInput {
   headers: IncomingHttpHeaders;
   body: Buffer;
   requestId: string;
-  signal: AbortSignal;
+  /** The client's connection: an AbortSignal, or an Aborter (cheaper; the HTTP door's). */
+  signal: CancelSignal;
   transport?: 'http' | 'ws';
 }
 

@@ -13,6 +13,7 @@ import type { RateLimiter } from '../ratelimit/index.js';
 import { rateLimitError, rateLimitHeaders } from '../ratelimit/index.js';
 import type { Upstream } from '../upstream/index.js';
 import { ANY_MODEL, callUpstream, resilienceHeaders } from '../upstream/index.js';
+import { Aborter } from '../upstream/client.js';
 import type { KeySource } from '../upstream/keys.js';
 
 export interface ProxyRoutesOptions {
@@ -24,13 +25,14 @@ export interface ProxyRoutesOptions {
   extraHeaders: Record<string, string>;
 }
 
-function abortOnClose(request: FastifyRequest, reply: FastifyReply): AbortController {
-  const controller = new AbortController();
+/** A signal that aborts when the client goes away before its answer is finished. */
+function abortOnClose(request: FastifyRequest, reply: FastifyReply): Aborter {
+  const aborter = new Aborter();
   reply.raw.once('close', () => {
-    if (!reply.raw.writableFinished) controller.abort(new Error('client disconnected'));
+    if (!reply.raw.writableFinished) aborter.abort(new Error('client disconnected'));
   });
-  request.raw.once('aborted', () => controller.abort(new Error('client disconnected')));
-  return controller;
+  request.raw.once('aborted', () => aborter.abort(new Error('client disconnected')));
+  return aborter;
 }
 
 /** Adds `extra` to `headers` in place (no merged copy: this runs for every answer). */
@@ -73,14 +75,14 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
   const auth = (request: FastifyRequest): AuthContext => request.auth!;
 
   app.post('/v1/messages', { preHandler: app.requireAuth }, async (request, reply) => {
-    const controller = abortOnClose(request, reply);
+    const signal = abortOnClose(request, reply);
     const result = await chat.messages({
       auth: auth(request),
       path: request.url,
       headers: request.headers,
       body: (request.body as Buffer | undefined) ?? Buffer.alloc(0),
       requestId: request.id,
-      signal: controller.signal,
+      signal,
     });
     return sendMessagesResult(reply, result, extraHeaders);
   });
@@ -107,7 +109,7 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
       body: raw,
       model: body.model,
       requestId: request.id,
-      signal: abortOnClose(request, reply).signal,
+      signal: abortOnClose(request, reply),
     });
     outcome.release();
     const bytes = outcome.kind === 'stream' ? Buffer.alloc(0) : outcome.bytes;
@@ -128,7 +130,7 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
       headers: request.headers,
       model: ANY_MODEL,
       requestId: request.id,
-      signal: abortOnClose(request, reply).signal,
+      signal: abortOnClose(request, reply),
     });
     outcome.release();
     reply.code(outcome.status).headers(withExtra(outcome.headers, extraHeaders));

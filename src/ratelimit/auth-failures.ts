@@ -35,7 +35,7 @@ const NOT_COUNTED = new Set(['missing_credentials', 'token_expired']);
  */
 export async function authenticateWithinFailureLimit(options: GuardedAuthenticateOptions): Promise<AuthContext> {
   const { limiter, authenticate, ip, input } = options;
-  if (!authenticate.recentlyVerified(input)) {
+  if (limiter.limitsAuthFailures && !authenticate.recentlyVerified(input)) {
     const failures = await limiter.admitIp(ip, 'auth_failure');
     if (!failures.allowed) throw rateLimitError(failures);
   }

@@ -166,6 +166,11 @@ export class RateLimiter {
     this.timeoutMs = options.storeTimeoutMs ?? 1000;
   }
 
+  /** False when RATE_LIMIT_AUTH_FAILURES_PER_MIN is 0: failed authentications are not limited. */
+  get limitsAuthFailures(): boolean {
+    return this.config.rateLimitAuthFailuresPerMin > 0;
+  }
+
   /** The limits that apply to a tier with an optional override. */
   limitsFor(tier = 'default', override?: TierOverride): TierLimits {
     let limits = this.tiers.get(tier);

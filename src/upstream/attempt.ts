@@ -15,7 +15,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { Aborter } from './client.js';
-import type { UpstreamBody, UpstreamClient } from './client.js';
+import type { CancelSignal, UpstreamBody, UpstreamClient } from './client.js';
 import { headerValue } from './headers.js';
 
 export const RETRYABLE_STATUSES: ReadonlySet<number> = new Set([408, 409, 429, 500, 502, 503, 504, 529]);
@@ -43,7 +43,7 @@ export interface AttemptInput {
   headers: Record<string, string>;
   body: Buffer | undefined;
   /** The client's signal: aborting it cancels the attempt (and a committed stream). */
-  signal: AbortSignal | undefined;
+  signal: CancelSignal | undefined;
   /** Milliseconds left before the first-byte deadline. */
   remainingMs: number;
 }

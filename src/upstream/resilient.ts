@@ -36,7 +36,7 @@ import { GatewayError } from '../errors/index.js';
 import { runAttempt, DeadlineExceeded } from './attempt.js';
 import type { AttemptVerdict } from './attempt.js';
 import type { CircuitBreakers } from './circuit.js';
-import type { UpstreamBody, UpstreamClient } from './client.js';
+import type { CancelSignal, UpstreamBody, UpstreamClient } from './client.js';
 import type { FallbackChain } from './fallback.js';
 import { withModel } from './fallback.js';
 import { responseHeadersForClient, upstreamRequestHeaders } from './headers.js';
@@ -84,7 +84,7 @@ export interface CallUpstreamOptions {
   /** Our id for this request, sent as x-request-id. */
   requestId: string;
   /** The client's connection: aborting cancels everything. */
-  signal?: AbortSignal;
+  signal?: CancelSignal;
   /** Called after every attempt (logging). Must not throw. */
   onAttempt?: (attempt: AttemptRecord) => void;
 }

@@ -11,32 +11,34 @@
  * breaks mid-body or a truncated JSON body is retried like a connection error. Those bodies
  * are small and the client sees no bytes before the gateway knows the answer is complete.
  */
-import { setTimeout as delay } from 'node:timers/promises';
 import type { IncomingHttpHeaders } from 'node:http';
+import type { CancelSignal } from './client.js';
 import { headerValue } from './headers.js';
 
 /** Time as the resilience code sees it; tests inject a fake one (no timing in unit tests). */
 export interface Clock {
   now(): number;
   /** Waits `ms`; rejects with the signal's reason when it aborts first. */
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+  sleep(ms: number, signal?: CancelSignal): Promise<void>;
 }
 
 /** The real clock. */
 export const systemClock: Clock = {
   now: () => Date.now(),
-  sleep: async (ms, signal) => {
-    if (ms <= 0) {
-      signal?.throwIfAborted();
-      return;
-    }
-    try {
-      await delay(ms, undefined, signal ? { signal } : undefined);
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason;
-      throw err;
-    }
-  },
+  sleep: (ms, signal) =>
+    new Promise<void>((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      if (ms <= 0) return resolve();
+      const onAbort = () => {
+        clearTimeout(timer);
+        reject(signal!.reason);
+      };
+      const timer = setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    }),
 };
 
 /** Longest wait we accept from a `retry-after` header (10 minutes). */

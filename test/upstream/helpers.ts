@@ -6,7 +6,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { CircuitBreakers } from '../../src/upstream/circuit.js';
-import type { UpstreamClient } from '../../src/upstream/client.js';
+import type { CancelSignal, UpstreamClient } from '../../src/upstream/client.js';
 import { FallbackChain } from '../../src/upstream/fallback.js';
 import type { KeyLease, KeySource } from '../../src/upstream/keys.js';
 import type { CallUpstreamOptions } from '../../src/upstream/resilient.js';
@@ -55,7 +55,7 @@ export class FakeClock implements Clock {
   now(): number {
     return this.t;
   }
-  async sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  async sleep(ms: number, signal?: CancelSignal): Promise<void> {
     signal?.throwIfAborted();
     this.sleeps.push(ms);
     this.t += ms;
