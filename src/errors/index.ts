@@ -44,6 +44,8 @@ export interface GatewayErrorOptions {
   reason?: string;
   /** Seconds a client should wait before retrying (429, 529, 503). */
   retryAfterSeconds?: number;
+  /** The same wait to the millisecond, when known (a rate limit's); WebSocket frames carry it. */
+  retryAfterMs?: number;
   /** Extra response headers (e.g. the rate-limit headers of a 429). */
   headers?: Record<string, string>;
   cause?: unknown;
@@ -57,6 +59,7 @@ export class GatewayError extends Error {
   readonly expose: boolean;
   readonly reason: string | undefined;
   readonly retryAfterSeconds: number | undefined;
+  readonly retryAfterMs: number | undefined;
   readonly headers: Record<string, string> | undefined;
 
   constructor(code: ErrorCode, message: string, options: GatewayErrorOptions = {}) {
@@ -68,6 +71,7 @@ export class GatewayError extends Error {
     this.expose = this.status < 500 || code === 'overloaded' || code === 'unavailable' || code === 'bad_gateway';
     this.reason = options.reason;
     this.retryAfterSeconds = options.retryAfterSeconds;
+    this.retryAfterMs = options.retryAfterMs;
     this.headers = options.headers;
   }
 }

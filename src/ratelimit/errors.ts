@@ -38,6 +38,7 @@ export function rateLimitError(decision: LimitDecision): GatewayError {
   return new GatewayError('rate_limited', `Rate limit exceeded: ${phrases[limit.name](limit.limit)}; retry in ${seconds} s`, {
     reason: limit.name,
     retryAfterSeconds: seconds,
+    retryAfterMs: limit.retryAfterMs,
     headers: rateLimitHeaders(decision),
   });
 }

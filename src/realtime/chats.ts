@@ -82,7 +82,8 @@ function errorFrame(id: string, err: unknown): ServerFrame {
     id,
     error: { type: gateway.type, message: gateway.expose ? gateway.message : 'Internal server error' },
   };
-  if (gateway.retryAfterSeconds !== undefined) frame.retry_after_ms = Math.ceil(gateway.retryAfterSeconds * 1000);
+  const retryAfterMs = gateway.retryAfterMs ?? (gateway.retryAfterSeconds === undefined ? undefined : Math.ceil(gateway.retryAfterSeconds * 1000));
+  if (retryAfterMs !== undefined) frame.retry_after_ms = retryAfterMs;
   return frame;
 }
 

@@ -62,10 +62,15 @@ function errorName(err: unknown): string {
   return typeof e?.name === 'string' ? e.name : 'connection_error';
 }
 
-async function readAll(body: UpstreamBody): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of body) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
-  return Buffer.concat(chunks);
+/** The whole body, read with 'data' events (an async iterator costs far more per response). */
+function readAll(body: UpstreamBody): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    body.on('data', (chunk: Buffer) => chunks.push(chunk));
+    body.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+    body.once('error', reject);
+    body.once('close', () => reject(Object.assign(new Error('upstream body closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' })));
+  });
 }
 
 /**

@@ -66,9 +66,11 @@ export function headerValue(value: string | string[] | undefined): string | unde
   return Array.isArray(value) ? value.join(', ') : value;
 }
 
-function connectionTokens(headers: IncomingHttpHeaders): Set<string> {
+const NO_TOKENS: ReadonlySet<string> = new Set();
+
+function connectionTokens(headers: IncomingHttpHeaders): ReadonlySet<string> {
   const raw = headerValue(headers.connection);
-  return new Set(raw ? raw.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean) : []);
+  return raw ? new Set(raw.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean)) : NO_TOKENS;
 }
 
 export interface UpstreamHeaderOptions {
@@ -85,9 +87,9 @@ export interface UpstreamHeaderOptions {
 export function upstreamRequestHeaders(client: IncomingHttpHeaders, options: UpstreamHeaderOptions): Record<string, string> {
   const named = connectionTokens(client);
   const out: Record<string, string> = {};
-  for (const [rawName, rawValue] of Object.entries(client)) {
+  for (const rawName in client) {
     const name = rawName.toLowerCase();
-    const value = headerValue(rawValue);
+    const value = headerValue(client[rawName]);
     if (value === undefined) continue;
     if (DROPPED_REQUEST_HEADERS.has(name) || named.has(name)) continue;
     if (DROPPED_REQUEST_PREFIXES.some((p) => name.startsWith(p))) continue;
@@ -105,9 +107,9 @@ export function upstreamRequestHeaders(client: IncomingHttpHeaders, options: Ups
  */
 export function responseHeadersForClient(upstream: IncomingHttpHeaders, options: { rateLimit?: boolean } = {}): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [rawName, rawValue] of Object.entries(upstream)) {
+  for (const rawName in upstream) {
     const name = rawName.toLowerCase();
-    const value = headerValue(rawValue);
+    const value = headerValue(upstream[rawName]);
     if (value === undefined) continue;
     if (CLIENT_RESPONSE_HEADERS.has(name) || (options.rateLimit === true && name.startsWith(RATE_LIMIT_PREFIX))) out[name] = value;
   }
