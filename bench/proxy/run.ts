@@ -9,6 +9,9 @@
  * Throughput: autocannon, `connections` connections, `seconds` per target and mode (after a
  * 2 s warm-up). Latency: an undici client at concurrency 1, `sequential` requests per target
  * and mode, timed with process.hrtime; p50/p99 and the p50 added over direct.
+ * Server CPU: each server process's CPU time (every thread) over the throughput window,
+ * divided by the requests served: steadier than req/s on a shared machine; "bare/gateway CPU
+ * per request" is the throughput ratio a CPU-bound gateway would reach on a machine of its own.
  * PROFILE=1 starts the gateway with --cpu-prof (profile written to bench/proxy/profiles/).
  */
 import { fork } from 'node:child_process';
@@ -49,10 +52,20 @@ const headersOf = (key: string, stream: boolean): Record<string, string> => ({
   ...(stream ? { 'x-sim-fault': '{"deltas":50}' } : {}),
 });
 
-async function load(url: string, key: string, stream: boolean, duration: number) {
-  const result = await autocannon({ url: `${url}/v1/messages`, method: 'POST', connections, duration, headers: headersOf(key, stream), body: bodyOf(stream) });
-  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99 };
+/** The process's CPU time so far (µs, every thread), asked over IPC (server.ts answers `cpu`). */
+function cpuOf(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    child.once('message', (m: { cpuMicros: number }) => resolve(m.cpuMicros));
+    child.send({ cmd: 'cpu' });
+  });
+}
+
+async function load(target: { url: string; key: string; child: ChildProcess }, stream: boolean, duration: number) {
+  const cpuBefore = await cpuOf(target.child);
+  const result = await autocannon({ url: `${target.url}/v1/messages`, method: 'POST', connections, duration, headers: headersOf(target.key, stream), body: bodyOf(stream) });
+  const cpu = (await cpuOf(target.child)) - cpuBefore;
+  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${target.url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest: cpu / Math.max(1, result.requests.total) };
 }
 
 async function hrtimeLatency(url: string, key: string, stream: boolean, n: number) {
@@ -82,21 +95,21 @@ const sim = await start('sim', [KEY]);
 const bare = await start('bare', [sim.url]);
 const gateway = await start('gateway', [sim.url, KEY]);
 const targets = [
-  { name: 'direct', url: sim.url, key: KEY },
-  { name: 'bare', url: bare.url, key: KEY },
-  { name: 'gateway', url: gateway.url, key: gateway.token! },
+  { name: 'direct', url: sim.url, key: KEY, child: sim.child },
+  { name: 'bare', url: bare.url, key: KEY, child: bare.child },
+  { name: 'gateway', url: gateway.url, key: gateway.token!, child: gateway.child },
 ];
 
-const rows: Array<{ mode: string; target: string; rps: number; p50: number; p99: number; seqP50: number; seqP99: number }> = [];
+const rows: Array<{ mode: string; target: string; rps: number; cpu: number; p50: number; p99: number; seqP50: number; seqP99: number }> = [];
 try {
   for (const stream of [false, true]) {
     const mode = stream ? 'stream (50 deltas)' : 'non-streaming';
     for (const t of targets) {
-      await load(t.url, t.key, stream, 2);
-      const thr = await load(t.url, t.key, stream, seconds);
+      await load(t, stream, 2);
+      const thr = await load(t, stream, seconds);
       const lat = await hrtimeLatency(t.url, t.key, stream, sequential);
-      rows.push({ mode, target: t.name, rps: thr.rps, p50: thr.p50, p99: thr.p99, seqP50: lat.p50, seqP99: lat.p99 });
-      console.error(`${mode} ${t.name}: ${Math.round(thr.rps)} req/s, c1 p50 ${lat.p50.toFixed(3)} ms`);
+      rows.push({ mode, target: t.name, rps: thr.rps, cpu: thr.cpuPerRequest, p50: thr.p50, p99: thr.p99, seqP50: lat.p50, seqP99: lat.p99 });
+      console.error(`${mode} ${t.name}: ${Math.round(thr.rps)} req/s, ${thr.cpuPerRequest.toFixed(1)} µs CPU/request, c1 p50 ${lat.p50.toFixed(3)} ms`);
     }
   }
 } finally {
@@ -105,8 +118,8 @@ try {
 
 const f = (n: number, d = 0) => n.toFixed(d);
 console.log(`\n${new Date().toISOString()} · ${connections} connections × ${seconds} s · ${sequential} sequential requests\n`);
-console.log('| mode | target | req/s (c50) | c50 p50 ms | c50 p99 ms | c1 p50 ms | c1 p99 ms | c1 added p50 ms | vs direct | vs bare |');
-console.log('|---|---|---|---|---|---|---|---|---|---|');
+console.log('| mode | target | req/s (c50) | server CPU µs/request | c50 p50 ms | c50 p99 ms | c1 p50 ms | c1 p99 ms | c1 added p50 ms | vs direct | vs bare |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 const summary: Record<string, number> = {};
 for (const r of rows) {
   const direct = rows.find((x) => x.mode === r.mode && x.target === 'direct')!;
@@ -115,9 +128,12 @@ for (const r of rows) {
   const vsDirect = r.rps / direct.rps;
   const vsBare = r.rps / bareRow.rps;
   if (r.target !== 'direct') summary[`${r.mode} ${r.target}: added p50 ms`] = Number(added.toFixed(3));
-  if (r.target === 'gateway') summary[`${r.mode} gateway/bare throughput`] = Number(vsBare.toFixed(3));
+  if (r.target === 'gateway') {
+    summary[`${r.mode} gateway/bare throughput`] = Number(vsBare.toFixed(3));
+    summary[`${r.mode} bare/gateway CPU per request`] = Number((bareRow.cpu / r.cpu).toFixed(3));
+  }
   console.log(
-    `| ${r.mode} | ${r.target} | ${f(r.rps)} | ${f(r.p50, 1)} | ${f(r.p99, 1)} | ${f(r.seqP50, 3)} | ${f(r.seqP99, 3)} | ${r.target === 'direct' ? '–' : f(added, 3)} | ${f(vsDirect * 100)}% | ${r.target === 'direct' ? '–' : `${f(vsBare * 100)}%`} |`,
+    `| ${r.mode} | ${r.target} | ${f(r.rps)} | ${f(r.cpu, 1)} | ${f(r.p50, 1)} | ${f(r.p99, 1)} | ${f(r.seqP50, 3)} | ${f(r.seqP99, 3)} | ${r.target === 'direct' ? '–' : f(added, 3)} | ${f(vsDirect * 100)}% | ${r.target === 'direct' ? '–' : `${f(vsBare * 100)}%`} |`,
   );
 }
 console.log(`\n${JSON.stringify(summary, null, 2)}`);

@@ -2,7 +2,8 @@
  * The gateway under test for bench/ratelimit/gateway.ts, in its own process. Settings come
  * from the environment the parent forks it with (ANTHROPIC_BASE_URL, RATE_LIMIT_*,
  * REDIS_URL…); it creates BENCH_USERS users with a personal token each, then sends
- * `{ url, tokens }` and stops on `{ cmd: 'stop' }`.
+ * `{ url, tokens }`, answers `{ cmd: 'cpu' }` with its CPU time so far (µs, every thread) and
+ * stops on `{ cmd: 'stop' }`.
  */
 import { startBenchGateway } from '../gateway.js';
 
@@ -15,6 +16,11 @@ for (let i = 0; i < Number(process.env.BENCH_USERS ?? 50); i++) {
 }
 
 process.on('message', (message: { cmd: string }) => {
+  if (message.cmd === 'cpu') {
+    const u = process.cpuUsage();
+    process.send!({ cpuMicros: u.user + u.system });
+    return;
+  }
   if (message.cmd !== 'stop') return;
   void close().finally(() => process.exit(0));
 });

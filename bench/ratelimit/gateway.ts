@@ -11,7 +11,11 @@
  * requests/day, tokens/minute, streams, failed-auth and per-IP limits all enforced (high
  * enough that nothing is refused); "off" = every one of them 0, so the limiter is never
  * called. Configurations are interleaved per round (on/off order alternating) and the
-median of the rounds is reported.
+ * median of the rounds is reported. Beside req/s, the gateway process's CPU time per request
+ * (all its threads, `process.cpuUsage`) for the same window: "off/on (CPU per request)" is the
+ * throughput ratio a CPU-bound gateway would show, a second view of the same cost (on a shared
+ * machine it varies between rounds too). With Redis it leaves out redis-server's own CPU,
+ * which shares this machine's cores.
  */
 import { execFileSync, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -42,6 +46,8 @@ interface Measurement {
   store: 'memory' | 'redis';
   limits: 'on' | 'off';
   rps: number;
+  /** The gateway process's CPU time per request (µs, every thread): steadier than req/s on a shared machine. */
+  cpuPerRequest: number;
   p50: number;
   p99: number;
   non2xx: number;
@@ -77,11 +83,18 @@ async function measure(simUrl: string, store: Measurement['store'], limits: Meas
       },
     ],
   };
+  const cpu = async () => {
+    child.send({ cmd: 'cpu' });
+    const [m] = (await once(child, 'message')) as [{ cpuMicros: number }];
+    return m.cpuMicros;
+  };
   await autocannon({ ...options, duration: 1 });
+  const cpuBefore = await cpu();
   const result = await autocannon({ ...options, duration: SECONDS });
+  const cpuPerRequest = (await cpu()) - cpuBefore;
   child.send({ cmd: 'stop' });
   await once(child, 'exit');
-  return { store, limits, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx + result.errors };
+  return { store, limits, rps: result.requests.average, cpuPerRequest: cpuPerRequest / Math.max(1, result.requests.total), p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx + result.errors };
 }
 
 async function clean(prefix: string): Promise<void> {
@@ -112,7 +125,7 @@ async function main(): Promise<void> {
         for (const limits of round % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
           const m = await measure(simUrl, store, limits, `${prefix}${round}:${limits}:`);
           all.push(m);
-          console.error(`round ${round + 1}: ${store} ${limits}: ${Math.round(m.rps)} req/s, p50 ${m.p50} ms, p99 ${m.p99} ms, non-2xx ${m.non2xx}`);
+          console.error(`round ${round + 1}: ${store} ${limits}: ${Math.round(m.rps)} req/s, ${m.cpuPerRequest.toFixed(1)} µs CPU/request, p50 ${m.p50} ms, p99 ${m.p99} ms, non-2xx ${m.non2xx}`);
         }
       }
     }
@@ -122,18 +135,19 @@ async function main(): Promise<void> {
   }
 
   console.log(`\ngateway proxy throughput, limiting on vs off (${CONNECTIONS} connections, ${SECONDS} s, median of ${ROUNDS} rounds, node ${process.version})`);
-  console.log('| store  | limits | req/s | p50 ms | p99 ms | non-2xx | on/off |');
-  console.log('|--------|--------|------:|-------:|-------:|--------:|-------:|');
+  console.log('| store  | limits | req/s | gateway CPU µs/request | p50 ms | p99 ms | non-2xx | on/off (req/s) | off/on (CPU per request) |');
+  console.log('|--------|--------|------:|------:|-------:|-------:|--------:|-------:|-------:|');
   for (const store of ['memory', 'redis'] as const) {
     const row = (limits: 'on' | 'off') => {
       const ms = all.filter((m) => m.store === store && m.limits === limits);
-      return { rps: median(ms.map((m) => m.rps)), p50: median(ms.map((m) => m.p50)), p99: median(ms.map((m) => m.p99)), non2xx: ms.reduce((s, m) => s + m.non2xx, 0) };
+      return { rps: median(ms.map((m) => m.rps)), cpu: median(ms.map((m) => m.cpuPerRequest)), p50: median(ms.map((m) => m.p50)), p99: median(ms.map((m) => m.p99)), non2xx: ms.reduce((s, m) => s + m.non2xx, 0) };
     };
     const off = row('off');
     const on = row('on');
     for (const [limits, r] of [['off', off], ['on', on]] as const) {
       const ratio = limits === 'on' ? `${((on.rps / off.rps) * 100).toFixed(1)}%` : '';
-      console.log(`| ${store.padEnd(6)} | ${limits.padEnd(6)} | ${Math.round(r.rps)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${ratio} |`);
+      const cpuRatio = limits === 'on' ? `${((off.cpu / on.cpu) * 100).toFixed(1)}%` : '';
+      console.log(`| ${store.padEnd(6)} | ${limits.padEnd(6)} | ${Math.round(r.rps)} | ${r.cpu.toFixed(1)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${ratio} | ${cpuRatio} |`);
     }
   }
   // Per-round ratios show the noise of a shared machine.
@@ -142,9 +156,9 @@ async function main(): Promise<void> {
       const pair = all.filter((m) => m.store === store).slice(i * 2, i * 2 + 2);
       const off = pair.find((m) => m.limits === 'off');
       const on = pair.find((m) => m.limits === 'on');
-      return `${((on!.rps / off!.rps) * 100).toFixed(1)}%`;
+      return `${((on!.rps / off!.rps) * 100).toFixed(1)}% (CPU ${((off!.cpuPerRequest / on!.cpuPerRequest) * 100).toFixed(1)}%)`;
     });
-    console.log(`${store} on/off per round: ${ratios.join(', ')}`);
+    console.log(`${store} on/off per round, req/s (CPU per request): ${ratios.join(', ')}`);
   }
 
   console.log('');

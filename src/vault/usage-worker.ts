@@ -1,8 +1,8 @@
 /**
  * The usage writer's worker thread (see usage-writer.ts): its own connection to the SQLite
  * file, one prepared INSERT, one transaction (one commit, one fsync) per batch. The main
- * thread posts `{ id, rows }` and gets `{ id }` back once the batch is committed, or
- * `{ id, error }` when it could not be.
+ * thread posts `{ id, rows }` (the rows as one JSON string) and gets `{ id }` back once the
+ * batch is committed, or `{ id, error }` when it could not be.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import SQLite from 'better-sqlite3';
@@ -21,14 +21,14 @@ if (parentPort) {
   const insertAll = db.transaction((rows: Record<string, unknown>[]) => {
     for (const row of rows) insert.run(row);
   });
-  port.on('message', (message: { id: number; rows: Record<string, unknown>[] } | { close: true }) => {
+  port.on('message', (message: { id: number; rows: string } | { close: true }) => {
     if ('close' in message) {
       db.close();
       port.close();
       return;
     }
     try {
-      insertAll(message.rows);
+      insertAll(JSON.parse(message.rows) as Record<string, unknown>[]);
       port.postMessage({ id: message.id });
     } catch (err) {
       port.postMessage({ id: message.id, error: err instanceof Error ? err.message : String(err) });
