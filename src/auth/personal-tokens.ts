@@ -10,6 +10,7 @@
  * this service forgets the token at once, so revocation is immediate on the revoking
  * instance and takes at most VERIFIED_CACHE_MS elsewhere; expiry is checked on every use.
  */
+import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import type { Db } from '../db/index.js';
@@ -84,6 +85,7 @@ export function narrowPermissions(permissions: Permissions, models: string[] | n
 export class PersonalTokenService {
   /** token hash → verified record and when it stops being trusted (ms). */
   private readonly verified = new Map<string, { info: PersonalTokenInfo; until: number }>();
+  private readonly events = new EventEmitter();
 
   constructor(
     private readonly db: Db,
@@ -154,7 +156,17 @@ export class PersonalTokenService {
     const now = this.now();
     await this.db.updateTable('personal_tokens').set({ revoked_at: now }).where('id', '=', id).where('revoked_at', 'is', null).execute();
     for (const [hash, entry] of this.verified) if (entry.info.id === id) this.verified.delete(hash);
+    this.events.emit('revoke', { tokenId: id, userId: info.userId });
     return { ...info, revokedAt: now };
+  }
+
+  /**
+   * Calls `listener` after a token is revoked on this instance (the WebSocket server closes
+   * that token's sockets on every instance); returns the unsubscribe.
+   */
+  onRevoke(listener: (event: { tokenId: string; userId: string }) => void): () => void {
+    this.events.on('revoke', listener);
+    return () => this.events.off('revoke', listener);
   }
 
   /** True when `token` was verified on this instance within VERIFIED_CACHE_MS and may still be used. */

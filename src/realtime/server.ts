@@ -58,7 +58,7 @@ export const INSTANCE_TOPIC = 'ws.instance';
 const MAX_ABUSE_PER_MINUTE = 20;
 
 export async function realtimePlugin(app: FastifyInstance, options: RealtimeOptions = {}): Promise<void> {
-  const { config, engine, sessions, authenticate, metrics: registry } = app.services;
+  const { config, engine, sessions, personalTokens, authenticate, metrics: registry } = app.services;
   const instanceId = engine.instanceId;
   const directory = options.directory ?? engine.directory;
   const buffer = options.buffer ?? engine.streamBuffer;
@@ -106,6 +106,9 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
   const unsubscribers = [
     sessions.onRevoke((event) => void fanout.kick({ sessionId: event.sessionId }, { code: CloseCode.unauthenticated, reason: 'session revoked: sign in again', cause: 'revoked' }).catch(kickFailed)),
     sessions.onUserDisabled((userId) => void fanout.kick({ userId }, { code: CloseCode.unauthenticated, reason: 'user disabled', cause: 'revoked' }).catch(kickFailed)),
+    personalTokens.onRevoke((event) =>
+      void fanout.kick({ personalTokenId: event.tokenId }, { code: CloseCode.unauthenticated, reason: 'personal token revoked', cause: 'revoked' }).catch(kickFailed),
+    ),
   ];
 
   const wss = new WebSocketServer({

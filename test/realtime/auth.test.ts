@@ -109,6 +109,20 @@ describe('WebSocket authentication', () => {
     b.close();
   });
 
+  it('closes the sockets of a revoked personal token with 4001 at once, and no other', async () => {
+    const revoked = await t.app.services.personalTokens.create(user.id, { name: 'ws-revoked' });
+    const kept = await t.app.services.personalTokens.create(user.id, { name: 'ws-kept' });
+    const a = await TestClient.open(t.url, { headers: { authorization: `Bearer ${revoked.token}` } });
+    const b = await TestClient.open(t.url, { headers: { authorization: `Bearer ${kept.token}` } });
+    await Promise.all([a.next('welcome'), b.next('welcome')]);
+    await t.app.services.personalTokens.revoke(revoked.info.id, user.id);
+    const closed = await a.closed;
+    expect([closed.code, closed.reason]).toEqual([4001, 'personal token revoked']);
+    b.send({ type: 'ping' });
+    expect(await b.next('pong')).toEqual({ type: 'pong' });
+    b.close();
+  });
+
   it('warns before the token expires and closes with 4001; auth.refresh keeps the connection open', async () => {
     const short = await t.app.services.sessions.issueAccessOnly(user.id, { ttlMs: 1500, issuer: 'cli' });
     const c = await TestClient.open(t.url, { headers: { authorization: `Bearer ${short.accessToken}` } });

@@ -46,6 +46,8 @@ export interface ConnectionFilter {
   /** The connection's user has this role. */
   role?: string;
   sessionId?: string;
+  /** Authenticated by this personal token. */
+  personalTokenId?: string;
   /** Connected strictly before this epoch ms. */
   connectedBefore?: number;
   /** Connected at or after this epoch ms. */
@@ -86,6 +88,7 @@ export function matchesFilter(meta: ConnectionMeta, filter: ConnectionFilter): b
   if (filter.userId !== undefined && meta.userId !== filter.userId) return false;
   if (filter.role !== undefined && !meta.roles.includes(filter.role)) return false;
   if (filter.sessionId !== undefined && meta.sessionId !== filter.sessionId) return false;
+  if (filter.personalTokenId !== undefined && meta.personalTokenId !== filter.personalTokenId) return false;
   if (filter.connectedBefore !== undefined && !(meta.connectedAt < filter.connectedBefore)) return false;
   if (filter.connectedAfter !== undefined && !(meta.connectedAt >= filter.connectedAfter)) return false;
   if (filter.idleSince !== undefined && !(meta.lastActivityAt < filter.idleSince)) return false;
