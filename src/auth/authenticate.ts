@@ -13,6 +13,9 @@
  * SessionService.state (immediate on the revoking instance, SESSION_CACHE_MS elsewhere).
  * A verified personal token is trusted for VERIFIED_CACHE_MS (1 s) per instance; revoking
  * through PersonalTokenService is immediate on that instance (see personal-tokens.ts).
+ * A verified access token's signature and claims are trusted for VERIFIED_CACHE_MS too (an
+ * Ed25519 verification costs about 200 µs, more than the rest of a proxied request), never
+ * past its `exp`; its session and user are checked on every request as above.
  */
 import type { Config } from '../config/index.js';
 import { GatewayError } from '../errors/index.js';
@@ -21,7 +24,8 @@ import { verifyAccessToken } from './access-tokens.js';
 import { ACCESS_COOKIE } from './cookies.js';
 import type { Permissions } from './permissions.js';
 import type { PersonalTokenService } from './personal-tokens.js';
-import { PERSONAL_TOKEN_PREFIX, narrowPermissions } from './personal-tokens.js';
+import { PERSONAL_TOKEN_PREFIX, VERIFIED_CACHE_MS, narrowPermissions } from './personal-tokens.js';
+import { hashToken } from '../security/tokens.js';
 import type { SessionService } from './sessions.js';
 import type { SigningKeyStore } from './signing-keys.js';
 import type { User, UserService, UserView } from './users.js';
@@ -48,8 +52,9 @@ export interface AuthContext {
 export interface Authenticate {
   (input: AuthInput): Promise<AuthContext>;
   /**
-   * True when the input's credential is a personal token this instance verified moments ago
-   * (VERIFIED_CACHE_MS): no guess, so brute-force checks may skip it. Never throws.
+   * True when the input's credential (personal token or access token) was verified on this
+   * instance moments ago (VERIFIED_CACHE_MS): no guess, so brute-force checks may skip it.
+   * Never throws.
    */
   recentlyVerified(input: AuthInput): boolean;
 }
@@ -99,8 +104,30 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     return entry;
   }
 
+  /** Verified access tokens by hash: their claims, trusted until `until` (ms). */
+  const verifiedJwts = new Map<string, { claims: AccessClaims; until: number }>();
+  // A key retired here stops verifying at once: forget every token trusted without a check.
+  deps.signingKeys.onRetire(() => verifiedJwts.clear());
+
+  async function verifiedClaims(token: string): Promise<AccessClaims> {
+    const t = now();
+    const hash = hashToken(token);
+    const hit = verifiedJwts.get(hash);
+    if (hit !== undefined && hit.until > t) return hit.claims;
+    const claims = await verifyAccessToken(deps.signingKeys, token, { issuer: deps.config.publicUrl, now: t });
+    if (verifiedJwts.size >= MAX_CACHED_USERS) verifiedJwts.clear();
+    verifiedJwts.set(hash, { claims, until: Math.min(t + VERIFIED_CACHE_MS, claims.exp * 1000) });
+    return claims;
+  }
+
+  /** True when `token` (an access JWT) was verified here within VERIFIED_CACHE_MS and has not expired. */
+  function jwtRecentlyVerified(token: string): boolean {
+    const hit = verifiedJwts.get(hashToken(token));
+    return hit !== undefined && hit.until > now();
+  }
+
   async function fromAccessToken(token: string, credential: 'access_token' | 'cookie'): Promise<AuthContext> {
-    const claims: AccessClaims = await verifyAccessToken(deps.signingKeys, token, { issuer: deps.config.publicUrl, now: now() });
+    const claims = await verifiedClaims(token);
     const session = await deps.sessions.state(claims.sid);
     if (!session || session.userId !== claims.sub) throw unauthenticated('session_revoked', 'The session of this token no longer exists');
     if (session.revokedAt !== null) throw unauthenticated('session_revoked', 'The session of this token has been revoked');
@@ -148,8 +175,9 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
   };
   return Object.assign(authenticate, {
     recentlyVerified(input: AuthInput): boolean {
-      const value = headerCredential(input);
-      return value !== undefined && value.startsWith(PERSONAL_TOKEN_PREFIX) && deps.personalTokens.isRecentlyVerified(value);
+      const value = headerCredential(input) ?? input.cookies?.[ACCESS_COOKIE];
+      if (value === undefined || value === '') return false;
+      return value.startsWith(PERSONAL_TOKEN_PREFIX) ? deps.personalTokens.isRecentlyVerified(value) : jwtRecentlyVerified(value);
     },
   });
 }

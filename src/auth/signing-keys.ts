@@ -69,6 +69,8 @@ export class SigningKeyStore {
   private loading: Promise<ActiveSigningKey> | undefined;
   private readonly verifiers = new Map<string, CachedVerifier>();
 
+  private readonly retireListeners = new Set<(kid: string) => void>();
+
   constructor(private readonly options: SigningKeyOptions) {
     this.now = options.now ?? Date.now;
   }
@@ -102,6 +104,13 @@ export class SigningKeyStore {
     await this.options.db.updateTable('signing_keys').set({ retired_at: now, expires_at: now }).where('kid', '=', kid).execute();
     this.verifiers.delete(kid);
     if (this.active?.kid === kid) this.active = undefined;
+    for (const listener of this.retireListeners) listener(kid);
+  }
+
+  /** Calls `listener` with the kid after `retire()` on this instance (authenticate drops the tokens it trusted); returns the unsubscribe. */
+  onRetire(listener: (kid: string) => void): () => void {
+    this.retireListeners.add(listener);
+    return () => this.retireListeners.delete(listener);
   }
 
   /**

@@ -28,10 +28,10 @@ const NOT_COUNTED = new Set(['missing_credentials', 'token_expired']);
  * presented credential (bad, revoked or unknown token) counts one failure; successes and
  * requests without credentials count nothing. Other errors pass through uncounted.
  *
- * One exception, decided for speed: a personal token this instance verified within the last
- * second (`authenticate.recentlyVerified`) is no guess, so its request skips the lockout
- * check (one rate-limit store call less on the busiest path). A locked-out address can thus
- * keep using a token that someone is using right now; it still cannot find a new one.
+ * One exception, decided for speed: a token (personal or access token) this instance verified
+ * within the last second (`authenticate.recentlyVerified`) is no guess, so its request skips
+ * the lockout check (one rate-limit store call less on the busiest path). A locked-out address
+ * can thus keep using a token that someone is using right now; it still cannot find a new one.
  */
 export async function authenticateWithinFailureLimit(options: GuardedAuthenticateOptions): Promise<AuthContext> {
   const { limiter, authenticate, ip, input } = options;

@@ -1,7 +1,7 @@
 import { createHmac, generateKeyPairSync, randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { SignJWT } from 'jose';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import type { IssuedTokens } from '../../src/auth/sessions.js';
 import { describeEachDatabase } from '../helpers/env.js';
 import { PUBLIC_URL, authApp, bearer, makeUser, reason } from './helpers.js';
@@ -46,6 +46,23 @@ describeEachDatabase('access token verification', (db) => {
   it('accepts a well-formed token signed with the current key (the baseline of every case below)', async () => {
     expect((await me(await forge())).statusCode).toBe(200);
     expect((await me(tokens.accessToken)).statusCode).toBe(200);
+  });
+
+  it('checks a token\'s signature once a second at most per instance: repeated use within the second is served from memory', async () => {
+    const token = await forge();
+    const lookups = vi.spyOn(app.services.signingKeys, 'verificationKey');
+    try {
+      expect((await me(token)).statusCode).toBe(200);
+      const first = lookups.mock.calls.length;
+      expect(first).toBeGreaterThan(0);
+      for (let i = 0; i < 3; i++) expect((await me(token)).statusCode).toBe(200);
+      expect(lookups.mock.calls.length).toBe(first); // no verification: the signature was checked moments ago
+      await new Promise((resolve) => setTimeout(resolve, 1_050));
+      expect((await me(token)).statusCode).toBe(200);
+      expect(lookups.mock.calls.length).toBeGreaterThan(first); // checked again after the second
+    } finally {
+      lookups.mockRestore();
+    }
   });
 
   it('refuses a tampered payload: token_invalid_signature', async () => {
