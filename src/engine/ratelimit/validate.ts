@@ -57,7 +57,12 @@ export function validateAdjustments(reservation: string, adjustments: CostAdjust
 }
 
 export function validateLease(request: LeaseRequest): void {
-  parse(leaseSchema, request, 'lease request');
+  // Hot path (every stream, and its renewals): plain checks first, zod only for the message.
+  const isKey = (v: unknown) => typeof v === 'string' && v.length >= 1 && v.length <= 512;
+  const ok =
+    typeof request === 'object' && request !== null && isKey(request.key) && isKey(request.leaseId) &&
+    isInt(request.limit, 1) && isInt(request.ttlMs, 1) && (request.now === undefined || isInt(request.now, 0));
+  if (!ok) parse(leaseSchema, request, 'lease request');
 }
 
 /** Entry ids unique across instances: a random prefix per store, then a counter. */
