@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Session } from 'node:inspector/promises';
 import pino from 'pino';
+import { answerParent } from '../commands.js';
 import { shipped } from '../shipped.js';
 import { startBareProxy } from './bare-proxy.js';
 
@@ -97,13 +98,5 @@ if (process.env.HEAP_PROFILE && role === 'gateway') {
   });
 }
 
-process.on('message', (message: { cmd: string }) => {
-  if (message.cmd === 'cpu') {
-    const u = process.cpuUsage();
-    process.send!({ cpuMicros: u.user + u.system });
-    return;
-  }
-  if (message.cmd !== 'stop') return;
-  void Promise.all(stops.map((s) => s())).finally(() => process.exit(0));
-});
+answerParent(() => Promise.all(stops.map((s) => s())));
 process.send!(reply);

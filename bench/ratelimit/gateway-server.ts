@@ -5,6 +5,7 @@
  * `{ url, tokens }`, answers `{ cmd: 'cpu' }` with its CPU time so far (µs, every thread) and
  * stops on `{ cmd: 'stop' }`.
  */
+import { answerParent } from '../commands.js';
 import { startBenchGateway } from '../gateway.js';
 
 const env = Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
@@ -15,13 +16,5 @@ for (let i = 0; i < Number(process.env.BENCH_USERS ?? 50); i++) {
   tokens.push((await app.services.personalTokens.create(user.id, { name: 'bench' })).token);
 }
 
-process.on('message', (message: { cmd: string }) => {
-  if (message.cmd === 'cpu') {
-    const u = process.cpuUsage();
-    process.send!({ cpuMicros: u.user + u.system });
-    return;
-  }
-  if (message.cmd !== 'stop') return;
-  void close().finally(() => process.exit(0));
-});
+answerParent(close);
 process.send!({ url, tokens });

@@ -5,6 +5,7 @@
  * `{cmd:'memory'}` → process.memoryUsage() after a GC; `{cmd:'usage'}` → the usage_records
  * rows counted by outcome; `{cmd:'stop'}` closes gracefully and exits.
  */
+import { answerParent } from '../commands.js';
 import { startBenchGateway } from '../gateway.js';
 
 const { app, url, close } = await startBenchGateway('ws', {
@@ -35,11 +36,8 @@ async function usage(): Promise<Record<string, number>> {
   return Object.fromEntries(rows.map((r) => [r.outcome, Number(r.n)]));
 }
 
-process.on('message', (message: { cmd: string }) => {
-  if (message.cmd === 'memory') process.send!({ memory: memory(), connections: app.realtime.localCount() });
-  if (message.cmd === 'usage') void usage().then((byOutcome) => process.send!({ byOutcome }));
-  if (message.cmd === 'stop') {
-    void close().finally(() => process.exit(0));
-  }
+answerParent(close, {
+  memory: () => ({ memory: memory(), connections: app.realtime.localCount() }),
+  usage: async () => ({ byOutcome: await usage() }),
 });
 process.send!({ url: `${url.replace('http', 'ws')}/v1/ws`, tokens });

@@ -12,6 +12,7 @@
 import type { ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { buildSimulator } from '../../src/simulator/index.js';
+import { answerParent } from '../commands.js';
 
 const sim = await buildSimulator({
   keys: [process.env.BENCH_KEY!],
@@ -42,11 +43,11 @@ sim.app.addHook('onRequest', async (_request, reply) => {
 });
 
 const url = await sim.listen();
-process.on('message', (message: { cmd: string }) => {
-  if (message.cmd === 'stamps') {
-    process.send!({ stamps, maxOpen: open.max });
+answerParent(() => sim.close(), {
+  stamps: () => {
+    const answer = { stamps, maxOpen: open.max };
     open.max = open.now;
-  }
-  if (message.cmd === 'stop') void sim.close().then(() => process.exit(0));
+    return answer;
+  },
 });
 process.send!({ url });
