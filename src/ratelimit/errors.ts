@@ -50,6 +50,35 @@ function moreConstraining(a: LimitStatus, b: LimitStatus | undefined): boolean {
   return a.remaining / a.limit < b.remaining / b.limit;
 }
 
+/** The six header names of each kind, built once (not per answer). */
+const HEADER_NAMES = {
+  requests: namesOf('requests'),
+  tokens: namesOf('tokens'),
+};
+
+function namesOf(kind: 'requests' | 'tokens') {
+  return {
+    limit: `anthropic-ratelimit-${kind}-limit`,
+    remaining: `anthropic-ratelimit-${kind}-remaining`,
+    reset: `anthropic-ratelimit-${kind}-reset`,
+    xLimit: `x-ratelimit-limit-${kind}`,
+    xRemaining: `x-ratelimit-remaining-${kind}`,
+    xReset: `x-ratelimit-reset-${kind}`,
+  };
+}
+
+/** One limit's six headers: Anthropic's (reset in RFC 3339) and the x- ones (reset in seconds from now). */
+function statusHeaders(headers: Record<string, string>, names: ReturnType<typeof namesOf>, status: LimitStatus, now: number): void {
+  const limit = String(status.limit);
+  const remaining = String(status.remaining);
+  headers[names.limit] = limit;
+  headers[names.remaining] = remaining;
+  headers[names.reset] = resetTime(status.resetAtMs);
+  headers[names.xLimit] = limit;
+  headers[names.xRemaining] = remaining;
+  headers[names.xReset] = String(Math.max(0, Math.ceil((status.resetAtMs - now) / 1000)));
+}
+
 let lastReset = { second: -1, text: '' };
 
 /** RFC 3339 at whole seconds (rounded up), as Anthropic sends its resets; the last one is reused. */
@@ -77,26 +106,8 @@ export function rateLimitHeaders(decision: LimitDecision, now = Date.now(), into
       requests = status;
     }
   }
-  if (requests) {
-    headers['anthropic-ratelimit-requests-limit'] = String(requests.limit);
-    headers['anthropic-ratelimit-requests-remaining'] = String(requests.remaining);
-    headers['anthropic-ratelimit-requests-reset'] = resetTime(requests.resetAtMs);
-  }
-  if (tokens) {
-    headers['anthropic-ratelimit-tokens-limit'] = String(tokens.limit);
-    headers['anthropic-ratelimit-tokens-remaining'] = String(tokens.remaining);
-    headers['anthropic-ratelimit-tokens-reset'] = resetTime(tokens.resetAtMs);
-  }
-  if (requests) {
-    headers['x-ratelimit-limit-requests'] = String(requests.limit);
-    headers['x-ratelimit-remaining-requests'] = String(requests.remaining);
-    headers['x-ratelimit-reset-requests'] = String(Math.max(0, Math.ceil((requests.resetAtMs - now) / 1000)));
-  }
-  if (tokens) {
-    headers['x-ratelimit-limit-tokens'] = String(tokens.limit);
-    headers['x-ratelimit-remaining-tokens'] = String(tokens.remaining);
-    headers['x-ratelimit-reset-tokens'] = String(Math.max(0, Math.ceil((tokens.resetAtMs - now) / 1000)));
-  }
+  if (requests) statusHeaders(headers, HEADER_NAMES.requests, requests, now);
+  if (tokens) statusHeaders(headers, HEADER_NAMES.tokens, tokens, now);
   const binding = decision.allowed ? undefined : bindingLimit(decision);
   if (binding) {
     headers['retry-after'] = String(Math.max(1, Math.ceil(binding.retryAfterMs / 1000)));

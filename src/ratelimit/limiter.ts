@@ -135,17 +135,18 @@ const isOverride = (o: TierOverride | undefined): boolean =>
  * fails them goes through zod, for its message (a TypeError: a caller's bug).
  */
 function checkedAdmit(input: AdmitRequestInput): AdmitRequestInput {
-  const ok =
-    isName(input.userId, 256) && (input.tier === undefined || (typeof input.tier === 'string' && input.tier.length <= 64)) && isOverride(input.override) &&
-    isCount(input.estimatedInputTokens) && isCount(input.maxTokens) && (input.now === undefined || isCount(input.now));
+  const ok = isUserLimits(input) && isCount(input.estimatedInputTokens) && isCount(input.maxTokens) && (input.now === undefined || isCount(input.now));
   return ok ? input : admitSchema.parse(input);
 }
 
 function checkedStream(input: StreamInput): StreamInput {
-  const ok =
-    isName(input.userId, 256) && (input.tier === undefined || (typeof input.tier === 'string' && input.tier.length <= 64)) && isOverride(input.override) &&
-    (input.leaseId === undefined || isName(input.leaseId, 128));
+  const ok = isUserLimits(input) && (input.leaseId === undefined || isName(input.leaseId, 128));
   return ok ? input : streamSchema.parse(input);
+}
+
+/** The fields both inputs share: who, their tier and their override. */
+function isUserLimits(input: Pick<AdmitRequestInput, 'userId' | 'tier' | 'override'>): boolean {
+  return isName(input.userId, 256) && (input.tier === undefined || (typeof input.tier === 'string' && input.tier.length <= 64)) && isOverride(input.override);
 }
 
 export class RateLimiter {

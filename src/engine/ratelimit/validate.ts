@@ -25,6 +25,7 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
 }
 
 const isInt = (v: unknown, min: number): v is number => Number.isSafeInteger(v) && (v as number) >= min;
+const isKey = (v: unknown): v is string => typeof v === 'string' && v.length >= 1 && v.length <= 512;
 
 /**
  * The hot path (every request): plain checks first, costing well under a microsecond;
@@ -34,7 +35,7 @@ export function validateRules(rules: LimitRule[], now: number | undefined): void
   let ok = Array.isArray(rules) && rules.length >= 1 && rules.length <= 16 && (now === undefined || isInt(now, 0));
   for (let i = 0; ok && i < rules.length; i++) {
     const r = rules[i]!;
-    ok = typeof r.key === 'string' && r.key.length >= 1 && r.key.length <= 512 && isInt(r.limit, 1) && isInt(r.windowMs, 1) && isInt(r.cost, 0);
+    ok = isKey(r.key) && isInt(r.limit, 1) && isInt(r.windowMs, 1) && isInt(r.cost, 0);
     for (let j = 0; ok && j < i; j++) ok = rules[j]!.key !== r.key;
   }
   if (ok) return;
@@ -44,11 +45,11 @@ export function validateRules(rules: LimitRule[], now: number | undefined): void
 
 export function validateAdjustments(reservation: string, adjustments: CostAdjustment[], now: number | undefined): void {
   // Hot path (every settled request): plain checks first, zod only for the message of a bad value.
-  let ok = typeof reservation === 'string' && reservation.length >= 1 && reservation.length <= 512;
+  let ok = isKey(reservation);
   ok &&= Array.isArray(adjustments) && adjustments.length <= 16 && (now === undefined || isInt(now, 0));
   for (let i = 0; ok && i < adjustments.length; i++) {
     const a = adjustments[i]!;
-    ok = typeof a.key === 'string' && a.key.length >= 1 && a.key.length <= 512 && isInt(a.windowMs, 1) && isInt(a.cost, 0);
+    ok = isKey(a.key) && isInt(a.windowMs, 1) && isInt(a.cost, 0);
   }
   if (ok) return;
   parse(key, reservation, 'reservation');
@@ -58,7 +59,6 @@ export function validateAdjustments(reservation: string, adjustments: CostAdjust
 
 export function validateLease(request: LeaseRequest): void {
   // Hot path (every stream, and its renewals): plain checks first, zod only for the message.
-  const isKey = (v: unknown) => typeof v === 'string' && v.length >= 1 && v.length <= 512;
   const ok =
     typeof request === 'object' && request !== null && isKey(request.key) && isKey(request.leaseId) &&
     isInt(request.limit, 1) && isInt(request.ttlMs, 1) && (request.now === undefined || isInt(request.now, 0));
