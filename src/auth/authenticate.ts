@@ -82,6 +82,20 @@ function toUser(view: UserView): User {
   return user;
 }
 
+/**
+ * The credential an input presents, in the order of precedence above: the Authorization
+ * header (`malformed` when it is not `Bearer <token>`), else x-api-key, else the cookie.
+ */
+function presented(input: AuthInput): { value: string; from: 'header' | 'cookie' } | 'malformed' | undefined {
+  if (input.authorization !== undefined && input.authorization !== '') {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(input.authorization);
+    return match ? { value: match[1]!, from: 'header' } : 'malformed';
+  }
+  if (input.apiKey !== undefined && input.apiKey !== '') return { value: input.apiKey.trim(), from: 'header' };
+  const cookie = input.cookies?.[ACCESS_COOKIE];
+  return cookie ? { value: cookie, from: 'cookie' } : undefined;
+}
+
 /** Builds the authenticate function over the given services (one per app). */
 export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
   const now = deps.now ?? Date.now;
@@ -109,11 +123,17 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
   // A key retired here stops verifying at once: forget every token trusted without a check.
   deps.signingKeys.onRetire(() => verifiedJwts.clear());
 
+  /** The claims of `hash`'s token if it was verified within VERIFIED_CACHE_MS and has not expired. */
+  function trustedClaims(hash: string, t: number): AccessClaims | undefined {
+    const hit = verifiedJwts.get(hash);
+    return hit !== undefined && hit.until > t ? hit.claims : undefined;
+  }
+
   async function verifiedClaims(token: string): Promise<AccessClaims> {
     const t = now();
     const hash = hashToken(token);
-    const hit = verifiedJwts.get(hash);
-    if (hit !== undefined && hit.until > t) return hit.claims;
+    const trusted = trustedClaims(hash, t);
+    if (trusted) return trusted;
     const claims = await verifyAccessToken(deps.signingKeys, token, { issuer: deps.config.publicUrl, now: t });
     if (verifiedJwts.size >= MAX_CACHED_USERS) verifiedJwts.clear();
     verifiedJwts.set(hash, { claims, until: Math.min(t + VERIFIED_CACHE_MS, claims.exp * 1000) });
@@ -122,8 +142,7 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
 
   /** True when `token` (an access JWT) was verified here within VERIFIED_CACHE_MS and has not expired. */
   function jwtRecentlyVerified(token: string): boolean {
-    const hit = verifiedJwts.get(hashToken(token));
-    return hit !== undefined && hit.until > now();
+    return trustedClaims(hashToken(token), now()) !== undefined;
   }
 
   async function fromAccessToken(token: string, credential: 'access_token' | 'cookie'): Promise<AuthContext> {
@@ -155,28 +174,19 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     throw unauthenticated('token_malformed', 'The credential is neither an access token nor a personal access token');
   }
 
-  /** The bearer value of the input's header credential, as `authenticate` reads it. */
-  function headerCredential(input: AuthInput): string | undefined {
-    if (input.authorization !== undefined && input.authorization !== '') return /^Bearer\s+(\S+)\s*$/i.exec(input.authorization)?.[1];
-    if (input.apiKey !== undefined && input.apiKey !== '') return input.apiKey.trim();
-    return undefined;
-  }
-
   const authenticate = async function authenticate(input: AuthInput): Promise<AuthContext> {
-    if (input.authorization !== undefined && input.authorization !== '') {
-      const match = /^Bearer\s+(\S+)\s*$/i.exec(input.authorization);
-      if (!match) throw unauthenticated('token_malformed', 'Authorization: expected "Bearer <token>"');
-      return fromBearerValue(match[1]!);
+    const credential = presented(input);
+    if (credential === 'malformed') throw unauthenticated('token_malformed', 'Authorization: expected "Bearer <token>"');
+    if (credential === undefined) {
+      throw unauthenticated('missing_credentials', 'Send an access token or personal access token (Authorization: Bearer …, or x-api-key), or sign in');
     }
-    if (input.apiKey !== undefined && input.apiKey !== '') return fromBearerValue(input.apiKey.trim());
-    const cookie = input.cookies?.[ACCESS_COOKIE];
-    if (cookie) return fromAccessToken(cookie, 'cookie');
-    throw unauthenticated('missing_credentials', 'Send an access token or personal access token (Authorization: Bearer …, or x-api-key), or sign in');
+    return credential.from === 'cookie' ? fromAccessToken(credential.value, 'cookie') : fromBearerValue(credential.value);
   };
   return Object.assign(authenticate, {
     recentlyVerified(input: AuthInput): boolean {
-      const value = headerCredential(input) ?? input.cookies?.[ACCESS_COOKIE];
-      if (value === undefined || value === '') return false;
+      const credential = presented(input);
+      if (credential === undefined || credential === 'malformed') return false;
+      const { value } = credential;
       return value.startsWith(PERSONAL_TOKEN_PREFIX) ? deps.personalTokens.isRecentlyVerified(value) : jwtRecentlyVerified(value);
     },
   });

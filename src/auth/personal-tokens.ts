@@ -171,9 +171,14 @@ export class PersonalTokenService {
 
   /** True when `token` was verified on this instance within VERIFIED_CACHE_MS and may still be used. */
   isRecentlyVerified(token: string): boolean {
-    const cached = this.verified.get(hashToken(token));
-    const now = this.now();
-    return cached !== undefined && cached.until > now && (cached.info.expiresAt === null || cached.info.expiresAt > now);
+    return this.trusted(hashToken(token), this.now()) !== undefined;
+  }
+
+  /** The cached record of `hash`'s token while it is trusted (VERIFIED_CACHE_MS) and unexpired. */
+  private trusted(hash: string, now: number): Readonly<PersonalTokenInfo> | undefined {
+    const cached = this.verified.get(hash);
+    if (cached === undefined || cached.until <= now) return undefined;
+    return cached.info.expiresAt === null || cached.info.expiresAt > now ? cached.info : undefined;
   }
 
   /**
@@ -183,11 +188,9 @@ export class PersonalTokenService {
   async verify(token: string): Promise<Readonly<PersonalTokenInfo>> {
     const hash = hashToken(token);
     const now = this.now();
-    const cached = this.verified.get(hash);
-    if (cached !== undefined && cached.until > now) {
-      if (cached.info.expiresAt === null || cached.info.expiresAt > now) return cached.info;
-    }
-    if (cached !== undefined) this.verified.delete(hash);
+    const trusted = this.trusted(hash, now);
+    if (trusted) return trusted;
+    this.verified.delete(hash);
     const row = await this.db.selectFrom('personal_tokens').selectAll().where('token_hash', '=', hash).executeTakeFirst();
     if (!row) throw unauthenticated('token_unknown', 'The personal access token is not known');
     if (row.revoked_at !== null) throw unauthenticated('token_revoked', 'The personal access token has been revoked');
