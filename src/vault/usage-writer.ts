@@ -50,7 +50,8 @@ function startWorker(path: string): Worker {
 export function sqliteWorkerUsageWriter(path: string, fallback: UsageRowWriter): UsageRowWriter {
   const worker = startWorker(path);
   worker.unref(); // a forgotten close() must not keep the process alive
-  const waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  /** Batches posted and not yet answered: how to settle each, and its promise (for close). */
+  const waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void; written: Promise<void> }>();
   let nextId = 0;
   let dead: Error | undefined;
   const fail = (err: Error) => {
@@ -67,27 +68,21 @@ export function sqliteWorkerUsageWriter(path: string, fallback: UsageRowWriter):
   });
   worker.on('error', (err) => fail(err));
   worker.on('exit', (code) => fail(new Error(`usage writer thread exited (code ${code})`)));
-  const inFlight = new Set<Promise<void>>();
   return {
     write(rows) {
       if (dead) return fallback.write(rows);
       const id = nextId++;
-      const written = new Promise<void>((resolve, reject) => {
-        waiting.set(id, { resolve, reject });
-        // As one JSON string: cloning a string is a copy, while the structured clone of row
-        // objects costs about a microsecond per field on the event loop.
-        worker.postMessage({ id, rows: JSON.stringify(rows) });
-      });
-      const tracked = written.then(
-        () => void inFlight.delete(tracked),
-        () => void inFlight.delete(tracked),
-      );
-      inFlight.add(tracked);
+      let settle!: { resolve: () => void; reject: (err: Error) => void };
+      const written = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+      waiting.set(id, { ...settle, written });
+      // As one JSON string: cloning a string is a copy, while the structured clone of row
+      // objects costs about a microsecond per field on the event loop.
+      worker.postMessage({ id, rows: JSON.stringify(rows) });
       return written;
     },
     async close() {
       worker.ref(); // the thread's answers must keep the process alive until it has exited
-      await Promise.all([...inFlight]);
+      await Promise.allSettled([...waiting.values()].map((w) => w.written));
       if (dead) return;
       const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
       worker.postMessage({ close: true });

@@ -123,7 +123,6 @@ export async function keyUsage(db: Db): Promise<Map<string, KeyUsage>> {
   return out;
 }
 
-
 interface Pending {
   row: UsageRow;
   resolve: () => void;
