@@ -39,6 +39,20 @@ describeEachDatabase('access token verification', (db) => {
     return new SignJWT(claims).setProtectedHeader({ alg: 'EdDSA', kid: key.kid, typ: 'at+jwt', ...header }).sign(key.privateKey);
   }
 
+  /** Good claims signed by a fresh key that is not ours, its header naming `kid`. */
+  async function signedByStrayKey(kid: string): Promise<string> {
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({ sid: tokens.session.id, roles: [], scope: '', jti: 'x' })
+      .setProtectedHeader({ alg: 'EdDSA', kid, typ: 'at+jwt' })
+      .setSubject(tokens.session.userId)
+      .setIssuer(PUBLIC_URL)
+      .setAudience('portcullis')
+      .setIssuedAt(now)
+      .setExpirationTime(now + 60)
+      .sign(privateKey);
+  }
+
   async function me(token: string) {
     return app.inject({ method: 'GET', url: '/auth/me', headers: bearer(token) });
   }
@@ -75,17 +89,7 @@ describeEachDatabase('access token verification', (db) => {
 
   it('refuses a token signed by another key that claims our kid: token_invalid_signature', async () => {
     const key = await app.services.signingKeys.current();
-    const { privateKey } = generateKeyPairSync('ed25519');
-    const now = Math.floor(Date.now() / 1000);
-    const token = await new SignJWT({ sid: tokens.session.id, roles: [], scope: '', jti: 'x' })
-      .setProtectedHeader({ alg: 'EdDSA', kid: key.kid, typ: 'at+jwt' })
-      .setSubject(tokens.session.userId)
-      .setIssuer(PUBLIC_URL)
-      .setAudience('portcullis')
-      .setIssuedAt(now)
-      .setExpirationTime(now + 60)
-      .sign(privateKey);
-    expect(reason(await me(token))).toBe('token_invalid_signature');
+    expect(reason(await me(await signedByStrayKey(key.kid)))).toBe('token_invalid_signature');
   });
 
   it('refuses an expired token: token_expired', async () => {
@@ -128,17 +132,7 @@ describeEachDatabase('access token verification', (db) => {
   });
 
   it('refuses an unknown kid and a missing kid: token_unknown_kid', async () => {
-    const { privateKey } = generateKeyPairSync('ed25519');
-    const now = Math.floor(Date.now() / 1000);
-    const token = await new SignJWT({ sid: tokens.session.id, roles: [], scope: '', jti: 'x' })
-      .setProtectedHeader({ alg: 'EdDSA', kid: 'sk_unknown', typ: 'at+jwt' })
-      .setSubject(tokens.session.userId)
-      .setIssuer(PUBLIC_URL)
-      .setAudience('portcullis')
-      .setIssuedAt(now)
-      .setExpirationTime(now + 60)
-      .sign(privateKey);
-    expect(reason(await me(token))).toBe('token_unknown_kid');
+    expect(reason(await me(await signedByStrayKey('sk_unknown')))).toBe('token_unknown_kid');
     expect(reason(await me(await forge({}, { kid: undefined })))).toBe('token_unknown_kid');
   });
 
