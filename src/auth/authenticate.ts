@@ -71,6 +71,8 @@ export interface AuthenticateDeps {
 /** How long a user's status and permissions may be served from this instance's memory. */
 export const USER_CACHE_MS = 3_000;
 const MAX_CACHED_USERS = 10_000;
+/** Verified access tokens remembered at most (past it the cache starts again empty). */
+const MAX_CACHED_TOKENS = 10_000;
 
 function unauthenticated(reason: string, message: string): GatewayError {
   return new GatewayError('unauthenticated', message, { reason });
@@ -135,7 +137,7 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     const trusted = trustedClaims(hash, t);
     if (trusted) return trusted;
     const claims = await verifyAccessToken(deps.signingKeys, token, { issuer: deps.config.publicUrl, now: t });
-    if (verifiedJwts.size >= MAX_CACHED_USERS) verifiedJwts.clear();
+    if (verifiedJwts.size >= MAX_CACHED_TOKENS) verifiedJwts.clear();
     verifiedJwts.set(hash, { claims, until: Math.min(t + VERIFIED_CACHE_MS, claims.exp * 1000) });
     return claims;
   }
