@@ -56,6 +56,7 @@ export async function createChatServices(options: CreateChatServicesOptions): Pr
     demo,
     async close() {
       await chat.drain();
+      await limiter.close();
       await upstream.client.close().catch(() => {});
       await demo?.close();
     },

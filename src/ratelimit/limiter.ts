@@ -6,8 +6,10 @@
 import { randomUUID } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import { z } from 'zod';
-import type { LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
+import type { CostAdjustment, LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
 import { GatewayError } from '../errors/index.js';
+import type { Allowance, AllowancePolicy, AllowanceRule } from './allowances.js';
+import { Allowances, DEFAULT_ALLOWANCE_POLICY } from './allowances.js';
 import type { RateLimitConfig, TierLimits, TierOverride } from './tiers.js';
 import { applyOverride, tierOverrideSchema, tierTable } from './tiers.js';
 
@@ -43,6 +45,8 @@ export interface TokenReservation {
   windowMs: number;
   /** Tokens reserved at admission. */
   reserved: number;
+  /** Set when admitted from this instance's allowance (allowances.ts): settled in memory. */
+  allowance?: Allowance;
 }
 
 export interface RequestAdmission extends LimitDecision {
@@ -102,6 +106,12 @@ export interface RateLimiterOptions {
   failureCounter?: FailureCounter;
   /** A store call slower than this counts as a failure. Default 1000 ms. */
   storeTimeoutMs?: number;
+  /**
+   * Leasing of requests and tokens in bulk for busy users (allowances.ts): on by default
+   * with a store shared by instances, never with the in-process store (exact and cheap).
+   * `false` turns it off.
+   */
+  allowances?: Partial<AllowancePolicy> | false;
 }
 
 const admitSchema = z.object({
@@ -157,6 +167,7 @@ export class RateLimiter {
   private readonly failureCounter: FailureCounter | undefined;
   private readonly timeoutMs: number;
   private readonly warnedTiers = new Set<string>();
+  private readonly allowances: Allowances | undefined;
 
   constructor(options: RateLimiterOptions) {
     this.config = options.config;
@@ -165,6 +176,20 @@ export class RateLimiter {
     this.logger = options.logger;
     this.failureCounter = options.failureCounter;
     this.timeoutMs = options.storeTimeoutMs ?? 1000;
+    if (options.allowances !== false && !this.store.inProcess) {
+      const store = {
+        check: (rules: LimitRule[], aheadMs: number) => this.guard('lease', () => this.store.check(rules, { aheadMs }), false),
+        reconcile: async (id: string, adjustments: CostAdjustment[]) => {
+          await this.guard('reconcile', () => this.store.reconcile(id, adjustments), false);
+        },
+      };
+      this.allowances = new Allowances(store, { ...DEFAULT_ALLOWANCE_POLICY, ...options.allowances });
+    }
+  }
+
+  /** Gives back what live allowances hold unused (shutdown, after every request settled). */
+  async close(): Promise<void> {
+    await this.allowances?.close();
   }
 
   /** False when RATE_LIMIT_AUTH_FAILURES_PER_MIN is 0: failed authentications are not limited. */
@@ -208,8 +233,16 @@ export class RateLimiter {
     if (limits.rpd > 0) named.push(['requests_per_day', { key: `${user}:rpd`, limit: limits.rpd, windowMs: DAY, cost: 1 }]);
     if (limits.tpm > 0) named.push(['tokens_per_minute', { key: `${user}:tpm`, limit: limits.tpm, windowMs: MINUTE, cost: reserved }]);
     if (named.length === 0) return { allowed: true, limits: [], degraded: false };
+    // A clock override (tests, replays) always asks the store.
+    const leasable = this.allowances && now === undefined ? `${user}|${limits.rpm}|${limits.rpd}|${limits.tpm}` : undefined;
+    const allowance = leasable ? this.allowances!.take(leasable, reserved) : undefined;
+    if (allowance) return admittedFrom(allowance, reserved);
     const decision = await this.guard('check', () => this.store.check(named.map(([, r]) => r), now === undefined ? {} : { now }));
     if (!decision) return { allowed: true, limits: [], degraded: true };
+    if (leasable && decision.allowed) {
+      const rulesOf = (): AllowanceRule[] => named.map(([name, r]) => ({ name, key: r.key, limit: r.limit, windowMs: r.windowMs, tokens: name === 'tokens_per_minute' }));
+      this.allowances!.admitted(leasable, decision, reserved, rulesOf);
+    }
     const result: RequestAdmission = {
       allowed: decision.allowed,
       limits: decision.rules.map((outcome, i) => limitStatus(named[i]![0], outcome)),
@@ -229,6 +262,7 @@ export class RateLimiter {
    */
   async settle(reservation: TokenReservation, actualTokens: number, now?: number): Promise<void> {
     const cost = isCount(actualTokens) ? actualTokens : tokensSchema.parse(actualTokens);
+    if (reservation.allowance) return this.allowances?.settle(reservation.allowance, reservation.reserved, cost);
     if (cost === reservation.reserved) return;
     const adjustment = [{ key: reservation.key, windowMs: reservation.windowMs, cost }];
     await this.guard('reconcile', () => this.store.reconcile(reservation.id, adjustment, now === undefined ? {} : { now }), false);
@@ -325,6 +359,25 @@ export class RateLimiter {
       clearTimeout(timer);
     }
   }
+}
+
+/**
+ * A request admitted from an allowance. Each limit's remaining is what the lease left plus
+ * what this allowance has not used yet (what another check would see once it is given back).
+ */
+function admittedFrom(allowance: Allowance, reserved: number): RequestAdmission {
+  const limits: LimitStatus[] = [];
+  let tokens: AllowanceRule | undefined;
+  for (let i = 0; i < allowance.rules.length; i++) {
+    const rule = allowance.rules[i]!;
+    const at = allowance.leasedAt[i]!;
+    const unused = rule.tokens ? allowance.tokensLeft : allowance.requestsLeft;
+    if (rule.tokens) tokens = rule;
+    limits.push({ name: rule.name, key: rule.key, limit: rule.limit, remaining: Math.min(rule.limit, Math.max(0, at.remaining + unused)), resetAtMs: at.resetAtMs, retryAfterMs: 0 });
+  }
+  const admission: RequestAdmission = { allowed: true, limits, degraded: false };
+  if (tokens) admission.reservation = { id: allowance.id, key: tokens.key, windowMs: tokens.windowMs, reserved, allowance };
+  return admission;
 }
 
 /** IPv4 as is; IPv6 by its /64 (one subscriber's allocation), IPv4-mapped IPv6 as IPv4. */

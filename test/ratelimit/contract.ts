@@ -127,6 +127,17 @@ export function describeRateLimitStoreContract(name: string, factory: RateLimitS
       expect((await store.check([rule(t, 1000, 0)], { now: T0 + 3 + MINUTE })).rules[0]!.remaining).toBe(1000);
     });
 
+    it('counts entries stamped ahead at once and until a window after their stamp', async () => {
+      const k = key('ahead');
+      const leased = await store.check([rule(k, 10, 4)], { now: T0, aheadMs: 1000 });
+      expect(leased.rules[0]).toMatchObject({ remaining: 6, resetAtMs: T0 + 1000 + MINUTE });
+      // A later ordinary entry neither hides nor shortens the one stamped ahead.
+      const later = await store.check([rule(k, 10, 1)], { now: T0 + 10 });
+      expect(later.rules[0]).toMatchObject({ remaining: 5, resetAtMs: T0 + 1000 + MINUTE });
+      expect((await store.check([rule(k, 10, 0)], { now: T0 + 20 + MINUTE })).rules[0]!.remaining).toBe(6);
+      expect((await store.check([rule(k, 10, 0)], { now: T0 + 1000 + MINUTE })).rules[0]!.remaining).toBe(10);
+    });
+
     it('admits exactly `limit` of 50 concurrent checks', async () => {
       const k = key('race');
       const stores = factory.peers ? await factory.peers(3) : [store];

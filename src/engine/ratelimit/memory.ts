@@ -55,8 +55,9 @@ export class MemoryRateLimitStore implements RateLimitStore {
   }
 
   async check(rules: LimitRule[], options: CheckOptions = {}): Promise<Decision> {
-    validateRules(rules, options.now);
+    validateRules(rules, options.now, options.aheadMs);
     const now = options.now ?? this.clock();
+    const stamp = now + (options.aheadMs ?? 0);
     this.maybeSweep(now);
     const logs = rules.map((rule) => this.log(rule, now));
     let allowed = true;
@@ -67,7 +68,7 @@ export class MemoryRateLimitStore implements RateLimitStore {
         const rule = rules[i]!;
         if (rule.cost === 0) continue;
         reservation ??= this.nextId();
-        insert(logs[i]!, { ts: now, cost: rule.cost, id: reservation });
+        insert(logs[i]!, { ts: stamp, cost: rule.cost, id: reservation });
       }
     }
     const outcomes = rules.map((rule, i) => outcome(rule, logs[i]!, now, allowed));

@@ -59,6 +59,12 @@ export interface CheckOptions {
    * shares one clock. Per key, `now` should not go backwards.
    */
   now?: number;
+  /**
+   * `check` only: stamp the recorded entries this many ms after `now` (default 0). They
+   * count at once and until `now + aheadMs + windowMs`: units leased now to be used over
+   * the next `aheadMs` stay counted a full window after their last possible use.
+   */
+  aheadMs?: number;
 }
 
 /** The real cost of a reserved admission for one rule key. */

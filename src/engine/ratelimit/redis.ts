@@ -3,10 +3,12 @@
  * every instance sharing the Redis (a script runs alone on the server).
  *
  * Per rule key K: a sorted set `PREFIX log:K` (member = entry id, score = timestamp) and a
- * hash `PREFIX cost:K` (entry id → cost, plus `#` → the running sum); leases live in
+ * hash `PREFIX cost:K` (entry id → cost, plus `#` → the running sum and `>` → the latest
+ * entry's timestamp); leases live in
  * sorted sets `PREFIX lease:K` (member = lease id, score = expiry). Pruning pops only expired
  * entries, so a check costs O(rules × expired) rather than O(entries). Both keys get
- * PEXPIRE = window on every write, so an idle key vanishes once its last entry has.
+ * PEXPIRE = a window past the latest entry on every write, so an idle key vanishes once its
+ * last entry has.
  * Keys of one check must hash to one slot on Redis Cluster: use a hash tag (`u:{id}:rpm`).
  */
 import type { Redis } from 'ioredis';
@@ -15,8 +17,8 @@ import { idGenerator, validateAdjustments, validateLease, validateRules } from '
 
 /**
  * Shared by every script: the clock, and popping expired entries. `prune` returns the
- * running sum without those entries and whether any were popped; the caller writes the sum
- * back (once, with its own change) when it changed.
+ * running sum without those entries, whether any were popped (the caller writes the sum
+ * back, once, with its own change, when it changed) and the latest stamp recorded (`>`).
  */
 const PRELUDE = `
 local function clock(arg)
@@ -26,9 +28,10 @@ local function clock(arg)
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function prune(log, costs, cutoff)
-  local used = tonumber(redis.call('HGET', costs, '#') or '0')
+  local head = redis.call('HMGET', costs, '#', '>')
+  local used, latest = tonumber(head[1] or '0'), tonumber(head[2] or '0')
   local expired = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff)
-  if #expired == 0 then return used, false end
+  if #expired == 0 then return used, false, latest end
   for s = 1, #expired, 500 do
     local batch = {}
     for j = s, math.min(s + 499, #expired) do batch[#batch + 1] = expired[j] end
@@ -37,37 +40,40 @@ local function prune(log, costs, cutoff)
     redis.call('HDEL', costs, unpack(batch))
   end
   redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
-  return used, true
+  return used, true, latest
 end
 `;
 
 /**
- * KEYS: log, costs per rule. ARGV: now|'', id, then limit, windowMs, cost per rule.
- * Admitted entries are stamped `now`, so an admitted rule's newest entry is known without
- * asking (reset = now + window); only a refusal reads the log's newest and oldest entries.
+ * KEYS: log, costs per rule. ARGV: now|'', aheadMs, id, then limit, windowMs, cost per rule.
+ * Admitted entries are stamped `now + aheadMs`. The costs hash keeps the latest stamp in
+ * `>`, so an admitted rule's reset and both keys' expiry (a full window after the latest
+ * entry) are known without reading the log; only a refusal reads its newest and oldest.
  */
 const CHECK = `${PRELUDE}
 local now = clock(ARGV[1])
-local id = ARGV[2]
+local stamp = now + tonumber(ARGV[2])
+local id = ARGV[3]
 local n = #KEYS / 2
-local used, dirty, allowed = {}, {}, 1
+local used, dirty, latest, allowed = {}, {}, {}, 1
 for i = 1, n do
-  local limit, window, cost = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
-  used[i], dirty[i] = prune(KEYS[2 * i - 1], KEYS[2 * i], now - window)
+  local limit, window, cost = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2]), tonumber(ARGV[3 * i + 3])
+  used[i], dirty[i], latest[i] = prune(KEYS[2 * i - 1], KEYS[2 * i], now - window)
   if used[i] + math.max(cost, 1) > limit then allowed = 0 end
 end
 local out = { allowed, now }
 for i = 1, n do
   local log, costs = KEYS[2 * i - 1], KEYS[2 * i]
-  local limit, window, cost = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2])
+  local limit, window, cost = tonumber(ARGV[3 * i + 1]), tonumber(ARGV[3 * i + 2]), tonumber(ARGV[3 * i + 3])
   local reset = now
   if allowed == 1 and cost > 0 then
-    redis.call('ZADD', log, now, id)
+    redis.call('ZADD', log, stamp, id)
     used[i] = used[i] + cost
-    redis.call('HSET', costs, id, cost, '#', used[i])
-    redis.call('PEXPIRE', log, window)
-    redis.call('PEXPIRE', costs, window)
-    reset = now + window
+    local last = math.max(latest[i], stamp)
+    redis.call('HSET', costs, id, cost, '#', used[i], '>', last)
+    redis.call('PEXPIRE', log, last - now + window)
+    redis.call('PEXPIRE', costs, last - now + window)
+    reset = last + window
   else
     if dirty[i] then redis.call('HSET', costs, '#', used[i]) end
     local newest = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
@@ -175,11 +181,11 @@ export class RedisRateLimitStore implements RateLimitStore {
   }
 
   async check(rules: LimitRule[], options: CheckOptions = {}): Promise<Decision> {
-    validateRules(rules, options.now);
+    validateRules(rules, options.now, options.aheadMs);
     const id = this.nextId();
     const keys = rules.flatMap((r) => this.keys(r.key));
     const args = rules.flatMap((r) => [r.limit, r.windowMs, r.cost]);
-    const raw = (await this.scripts.check(keys.length, ...keys, options.now ?? '', id, ...args)) as number[];
+    const raw = (await this.scripts.check(keys.length, ...keys, options.now ?? '', options.aheadMs ?? 0, id, ...args)) as number[];
     const allowed = raw[0] === 1;
     const outcomes: RuleOutcome[] = rules.map((rule, i) => ({
       key: rule.key,

@@ -31,8 +31,8 @@ const isKey = (v: unknown): v is string => typeof v === 'string' && v.length >= 
  * The hot path (every request): plain checks first, costing well under a microsecond;
  * only a value that fails them goes through zod, for the same message as everywhere else.
  */
-export function validateRules(rules: LimitRule[], now: number | undefined): void {
-  let ok = Array.isArray(rules) && rules.length >= 1 && rules.length <= 16 && (now === undefined || isInt(now, 0));
+export function validateRules(rules: LimitRule[], now: number | undefined, aheadMs?: number): void {
+  let ok = Array.isArray(rules) && rules.length >= 1 && rules.length <= 16 && (now === undefined || isInt(now, 0)) && (aheadMs === undefined || isInt(aheadMs, 0));
   for (let i = 0; ok && i < rules.length; i++) {
     const r = rules[i]!;
     ok = isKey(r.key) && isInt(r.limit, 1) && isInt(r.windowMs, 1) && isInt(r.cost, 0);
@@ -41,6 +41,7 @@ export function validateRules(rules: LimitRule[], now: number | undefined): void
   if (ok) return;
   parse(rulesSchema, rules, 'rate-limit rules');
   parse(nowSchema, now, 'now');
+  parse(nowSchema, aheadMs, 'aheadMs');
 }
 
 export function validateAdjustments(reservation: string, adjustments: CostAdjustment[], now: number | undefined): void {
