@@ -144,7 +144,11 @@ export class ChatPipeline {
 
     let lease;
     if (stream) {
-      const slot = await this.deps.limiter.acquireStream({ userId: auth.user.id, tier: auth.permissions.rateTier, override: auth.permissions.rateLimits });
+      // Refused or failed (store down, closed policy), the tokens reserved go back.
+      const slot = await this.deps.limiter.acquireStream({ userId: auth.user.id, tier: auth.permissions.rateTier, override: auth.permissions.rateLimits }).catch(async (err: unknown) => {
+        if (reservation) await this.deps.limiter.settle(reservation, 0).catch(() => {});
+        throw err;
+      });
       if (!slot.allowed) {
         if (reservation) await this.deps.limiter.settle(reservation, 0).catch(() => {});
         throw rateLimitError(slot);

@@ -30,6 +30,9 @@ export interface AllowancePolicy {
 
 export const DEFAULT_ALLOWANCE_POLICY: AllowancePolicy = { periodMs: 1000, minDemand: 4, headroom: 8 };
 
+/** An allowance stops admitting this long before its period ends (timers and clocks are not exact). */
+const END_MARGIN_MS = 5;
+
 /** The users tracked at most; past it, users without a live allowance are forgotten. */
 const MAX_USERS = 10_000;
 
@@ -55,8 +58,7 @@ export interface Allowance {
   requestsLeft: number;
   tokensLeft: number;
   admitted: number;
-  tokensUsed: number;
-  /** Admitted under a tokens limit and not yet settled. */
+  /** Admitted with tokens reserved and not yet settled. */
   inFlight: number;
   /** The clock's time when the period ends. */
   readonly endsAt: number;
@@ -81,6 +83,8 @@ export interface AllowanceStore {
 export class Allowances {
   private readonly users = new Map<string, Demand>();
   private readonly finishing = new Set<Promise<void>>();
+  private readonly pending = new Set<Promise<void>>();
+  private closing = false;
 
   constructor(
     private readonly store: AllowanceStore,
@@ -99,15 +103,17 @@ export class Allowances {
     const allowance = demand?.allowance;
     if (!demand || !allowance) return undefined;
     const hasTokens = allowance.rules.some((r) => r.tokens);
-    if (allowance.requestsLeft < 1 || (hasTokens && allowance.tokensLeft < tokens)) {
-      this.end(allowance); // spent: give back what is left now rather than at the period's end
+    // Past its period (its timer may run late on a busy loop), or spent: give back what is
+    // left now. A use after the period could fall after the entries' stamp.
+    if (this.clock() >= allowance.endsAt || allowance.requestsLeft < 1 || (hasTokens && allowance.tokensLeft < tokens)) {
+      this.end(allowance);
       return undefined;
     }
     allowance.requestsLeft--;
     allowance.admitted++;
-    if (hasTokens) {
+    if (hasTokens && tokens > 0) {
       allowance.tokensLeft -= tokens;
-      allowance.inFlight++;
+      allowance.inFlight++; // settled by the caller (nothing to settle when nothing is reserved)
     }
     const now = this.count(demand);
     if (!demand.leasing && (allowance.requestsLeft * 4 < allowance.leasedRequests || now > allowance.endsAt - this.policy.periodMs / 4)) {
@@ -157,20 +163,29 @@ export class Allowances {
       requests = Math.min(requests, rules[i]!.tokens ? Math.floor(room / Math.max(1, tokens)) : room);
     }
     if (requests < 2) return;
+    if (this.closing) return;
     demand.leasing = true;
-    void this.lease(user, demand, rules, requests, requests * tokens).finally(() => (demand.leasing = false));
+    const leasing: Promise<void> = this.lease(user, demand, rules, requests, requests * tokens)
+      .catch(() => {}) // the store's failures are logged and counted by the limiter's guard
+      .finally(() => {
+        demand.leasing = false;
+        this.pending.delete(leasing);
+      });
+    this.pending.add(leasing);
   }
 
   /** An answer admitted from `allowance` settled with `actual` tokens (it reserved `reserved`). */
   settle(allowance: Allowance, reserved: number, actual: number): void {
-    allowance.tokensUsed += actual;
+    allowance.tokensLeft += reserved - actual;
     allowance.inFlight--;
-    if (!allowance.closed) allowance.tokensLeft += reserved - actual;
-    else if (allowance.inFlight === 0) this.finish(allowance);
+    // Ended while answers were running: reconciled again with their real tokens.
+    if (allowance.closed && allowance.inFlight === 0) this.finish(allowance);
   }
 
-  /** Closes every allowance and waits for those settled to be reconciled (shutdown). */
+  /** Ends every allowance, leases no more, and waits for the reconciliations (shutdown). */
   async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all(this.pending);
     for (const demand of this.users.values()) if (demand.allowance) this.end(demand.allowance);
     await Promise.all(this.finishing);
   }
@@ -183,6 +198,7 @@ export class Allowances {
     const costs = rules.map((r) => ({ key: r.key, limit: r.limit, windowMs: r.windowMs, cost: r.tokens ? tokens : requests }));
     const decision = await this.store.check(costs, this.policy.periodMs);
     if (!decision?.allowed || !decision.reservation) return;
+    const endsAt = start + this.policy.periodMs - END_MARGIN_MS;
     const allowance: Allowance = {
       user,
       id: decision.reservation,
@@ -193,15 +209,14 @@ export class Allowances {
       requestsLeft: requests,
       tokensLeft: tokens,
       admitted: 0,
-      tokensUsed: 0,
       inFlight: 0,
-      endsAt: start + this.policy.periodMs,
+      endsAt,
       closed: false,
       timer: undefined,
     };
-    const left = start + this.policy.periodMs - this.clock();
-    if (left <= 0 || this.users.get(user) !== demand) {
-      this.finish(allowance);
+    const left = endsAt - this.clock();
+    if (left <= 0 || this.closing || this.users.get(user) !== demand) {
+      this.finish(allowance); // unused: all of it back
       return;
     }
     allowance.timer = setTimeout(() => this.end(allowance), left);
@@ -210,20 +225,30 @@ export class Allowances {
     demand.allowance = allowance;
   }
 
-  /** No more admissions from it; reconciled now, or when its last answer settles. */
+  /**
+   * No more admissions from it. Reconciled at once (answers still running count their
+   * reserved tokens), and again when the last of them settles.
+   */
   private end(allowance: Allowance): void {
     if (allowance.closed) return;
     allowance.closed = true;
     clearTimeout(allowance.timer);
     const demand = this.users.get(allowance.user);
     if (demand?.allowance === allowance) demand.allowance = undefined;
-    if (allowance.inFlight === 0) this.finish(allowance);
+    this.finish(allowance);
   }
 
-  /** Reconciles the leased entries to what was used: requests admitted, tokens settled. */
+  /**
+   * Reconciles the leased entries to what was used: the requests admitted, and the tokens
+   * of settled answers plus those reserved by answers still running.
+   */
   private finish(allowance: Allowance): void {
-    const adjustments = allowance.rules.map((r) => ({ key: r.key, windowMs: r.windowMs, cost: r.tokens ? allowance.tokensUsed : allowance.admitted }));
-    const done = this.store.reconcile(allowance.id, adjustments).finally(() => this.finishing.delete(done));
+    const tokens = allowance.leasedTokens - allowance.tokensLeft;
+    const adjustments = allowance.rules.map((r) => ({ key: r.key, windowMs: r.windowMs, cost: r.tokens ? tokens : allowance.admitted }));
+    const done: Promise<void> = this.store
+      .reconcile(allowance.id, adjustments)
+      .catch(() => {}) // logged and counted by the limiter's guard
+      .finally(() => this.finishing.delete(done));
     this.finishing.add(done);
   }
 

@@ -261,8 +261,14 @@ export class RateLimiter {
    * failure is logged and counted, and the reservation simply stands until it expires.
    */
   async settle(reservation: TokenReservation, actualTokens: number, now?: number): Promise<void> {
+    if (reservation.allowance) {
+      // Settled in memory, and always (an allowance waits for its answers to settle); a bad
+      // count is charged as reserved, then refused like anywhere else.
+      this.allowances?.settle(reservation.allowance, reservation.reserved, isCount(actualTokens) ? actualTokens : reservation.reserved);
+      if (!isCount(actualTokens)) tokensSchema.parse(actualTokens);
+      return;
+    }
     const cost = isCount(actualTokens) ? actualTokens : tokensSchema.parse(actualTokens);
-    if (reservation.allowance) return this.allowances?.settle(reservation.allowance, reservation.reserved, cost);
     if (cost === reservation.reserved) return;
     const adjustment = [{ key: reservation.key, windowMs: reservation.windowMs, cost }];
     await this.guard('reconcile', () => this.store.reconcile(reservation.id, adjustment, now === undefined ? {} : { now }), false);
@@ -376,7 +382,8 @@ function admittedFrom(allowance: Allowance, reserved: number): RequestAdmission 
     limits.push({ name: rule.name, key: rule.key, limit: rule.limit, remaining: Math.min(rule.limit, Math.max(0, at.remaining + unused)), resetAtMs: at.resetAtMs, retryAfterMs: 0 });
   }
   const admission: RequestAdmission = { allowed: true, limits, degraded: false };
-  if (tokens) admission.reservation = { id: allowance.id, key: tokens.key, windowMs: tokens.windowMs, reserved, allowance };
+  // Nothing reserved (count_tokens), nothing to settle: the allowance does not wait for it.
+  if (tokens && reserved > 0) admission.reservation = { id: allowance.id, key: tokens.key, windowMs: tokens.windowMs, reserved, allowance };
   return admission;
 }
 
