@@ -84,18 +84,36 @@ function toUser(view: UserView): User {
   return user;
 }
 
+/** A presented credential; its hash (the caches' key) is computed once, when first needed. */
+interface Credential {
+  value: string;
+  from: 'header' | 'cookie';
+  hash?: string;
+}
+
+const hashOf = (credential: Credential): string => (credential.hash ??= hashToken(credential.value));
+
+/** Per input, so asking `recentlyVerified` and then authenticating parses and hashes once. */
+const presentedBy = new WeakMap<AuthInput, Credential | 'malformed' | undefined>();
+
 /**
  * The credential an input presents, in the order of precedence above: the Authorization
  * header (`malformed` when it is not `Bearer <token>`), else x-api-key, else the cookie.
  */
-function presented(input: AuthInput): { value: string; from: 'header' | 'cookie' } | 'malformed' | undefined {
+function presented(input: AuthInput): Credential | 'malformed' | undefined {
+  if (presentedBy.has(input)) return presentedBy.get(input);
+  let credential: Credential | 'malformed' | undefined;
   if (input.authorization !== undefined && input.authorization !== '') {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(input.authorization);
-    return match ? { value: match[1]!, from: 'header' } : 'malformed';
+    credential = match ? { value: match[1]!, from: 'header' } : 'malformed';
+  } else if (input.apiKey !== undefined && input.apiKey !== '') {
+    credential = { value: input.apiKey.trim(), from: 'header' };
+  } else {
+    const cookie = input.cookies?.[ACCESS_COOKIE];
+    credential = cookie ? { value: cookie, from: 'cookie' } : undefined;
   }
-  if (input.apiKey !== undefined && input.apiKey !== '') return { value: input.apiKey.trim(), from: 'header' };
-  const cookie = input.cookies?.[ACCESS_COOKIE];
-  return cookie ? { value: cookie, from: 'cookie' } : undefined;
+  presentedBy.set(input, credential);
+  return credential;
 }
 
 /** Builds the authenticate function over the given services (one per app). */
@@ -131,9 +149,8 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     return hit !== undefined && hit.until > t ? hit.claims : undefined;
   }
 
-  async function verifiedClaims(token: string): Promise<AccessClaims> {
+  async function verifiedClaims(token: string, hash: string): Promise<AccessClaims> {
     const t = now();
-    const hash = hashToken(token);
     const trusted = trustedClaims(hash, t);
     if (trusted) return trusted;
     const claims = await verifyAccessToken(deps.signingKeys, token, { issuer: deps.config.publicUrl, now: t });
@@ -142,13 +159,8 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     return claims;
   }
 
-  /** True when `token` (an access JWT) was verified here within VERIFIED_CACHE_MS and has not expired. */
-  function jwtRecentlyVerified(token: string): boolean {
-    return trustedClaims(hashToken(token), now()) !== undefined;
-  }
-
-  async function fromAccessToken(token: string, credential: 'access_token' | 'cookie'): Promise<AuthContext> {
-    const claims = await verifiedClaims(token);
+  async function fromAccessToken(presentedToken: Credential, credential: 'access_token' | 'cookie'): Promise<AuthContext> {
+    const claims = await verifiedClaims(presentedToken.value, hashOf(presentedToken));
     const session = await deps.sessions.state(claims.sid);
     if (!session || session.userId !== claims.sub) throw unauthenticated('session_revoked', 'The session of this token no longer exists');
     if (session.revokedAt !== null) throw unauthenticated('session_revoked', 'The session of this token has been revoked');
@@ -157,8 +169,8 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     return { user, permissions: view.permissions, sessionId: claims.sid, personalTokenId: null, credential, expiresAt: claims.exp * 1000 };
   }
 
-  async function fromPersonalToken(token: string): Promise<AuthContext> {
-    const info = await deps.personalTokens.verify(token);
+  async function fromPersonalToken(token: Credential): Promise<AuthContext> {
+    const info = await deps.personalTokens.verify(token.value, hashOf(token));
     const { view, user } = await activeUser(info.userId);
     return {
       user,
@@ -170,9 +182,9 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     };
   }
 
-  function fromBearerValue(value: string): Promise<AuthContext> {
-    if (value.startsWith(PERSONAL_TOKEN_PREFIX)) return fromPersonalToken(value);
-    if (/^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/.test(value)) return fromAccessToken(value, 'access_token');
+  function fromBearer(token: Credential): Promise<AuthContext> {
+    if (token.value.startsWith(PERSONAL_TOKEN_PREFIX)) return fromPersonalToken(token);
+    if (/^[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/.test(token.value)) return fromAccessToken(token, 'access_token');
     throw unauthenticated('token_malformed', 'The credential is neither an access token nor a personal access token');
   }
 
@@ -182,14 +194,14 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     if (credential === undefined) {
       throw unauthenticated('missing_credentials', 'Send an access token or personal access token (Authorization: Bearer …, or x-api-key), or sign in');
     }
-    return credential.from === 'cookie' ? fromAccessToken(credential.value, 'cookie') : fromBearerValue(credential.value);
+    return credential.from === 'cookie' ? fromAccessToken(credential, 'cookie') : fromBearer(credential);
   };
   return Object.assign(authenticate, {
     recentlyVerified(input: AuthInput): boolean {
       const credential = presented(input);
       if (credential === undefined || credential === 'malformed') return false;
-      const { value } = credential;
-      return value.startsWith(PERSONAL_TOKEN_PREFIX) ? deps.personalTokens.isRecentlyVerified(value) : jwtRecentlyVerified(value);
+      const hash = hashOf(credential);
+      return credential.value.startsWith(PERSONAL_TOKEN_PREFIX) ? deps.personalTokens.isRecentlyVerified(hash) : trustedClaims(hash, now()) !== undefined;
     },
   });
 }

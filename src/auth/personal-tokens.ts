@@ -169,9 +169,9 @@ export class PersonalTokenService {
     return () => this.events.off('revoke', listener);
   }
 
-  /** True when `token` was verified on this instance within VERIFIED_CACHE_MS and may still be used. */
-  isRecentlyVerified(token: string): boolean {
-    return this.trusted(hashToken(token), this.now()) !== undefined;
+  /** True when the token of `hash` (hashToken) was verified on this instance within VERIFIED_CACHE_MS and may still be used. */
+  isRecentlyVerified(hash: string): boolean {
+    return this.trusted(hash, this.now()) !== undefined;
   }
 
   /** The cached record of `hash`'s token while it is trusted (VERIFIED_CACHE_MS) and unexpired. */
@@ -182,11 +182,11 @@ export class PersonalTokenService {
   }
 
   /**
-   * The token's record if it may be used now. Fails 401 with token_unknown, token_revoked
+   * The token's record if it may be used now (`hash`: its hashToken, when the caller has it).
+   * Fails 401 with token_unknown, token_revoked
    * or token_expired. Stamps last_used_at when it is older than a minute.
    */
-  async verify(token: string): Promise<Readonly<PersonalTokenInfo>> {
-    const hash = hashToken(token);
+  async verify(token: string, hash = hashToken(token)): Promise<Readonly<PersonalTokenInfo>> {
     const now = this.now();
     const trusted = this.trusted(hash, now);
     if (trusted) return trusted;
