@@ -15,7 +15,10 @@
  * (all its threads, `process.cpuUsage`) for the same window: "off/on (CPU per request)" is the
  * throughput ratio a CPU-bound gateway would show, a second view of the same cost (on a shared
  * machine it varies between rounds too). With Redis it leaves out redis-server's own CPU,
- * which shares this machine's cores.
+ * which shares this machine's cores. Third view, "CPU ÷ load CPU": the gateway's CPU per
+ * request divided by this process's (the simulator and autocannon, the same work per request
+ * in every configuration) over the same window, which cancels the machine's speed changing
+ * between measurements.
  */
 import { execFileSync, fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -48,6 +51,8 @@ interface Measurement {
   rps: number;
   /** The gateway process's CPU time per request (µs, every thread): steadier than req/s on a shared machine. */
   cpuPerRequest: number;
+  /** This process's CPU per request over the same window (the simulator and autocannon): the same work in every configuration. */
+  loadCpuPerRequest: number;
   p50: number;
   p99: number;
   non2xx: number;
@@ -90,11 +95,14 @@ async function measure(simUrl: string, store: Measurement['store'], limits: Meas
   };
   await autocannon({ ...options, duration: 1 });
   const cpuBefore = await cpu();
+  const loadBefore = process.cpuUsage();
   const result = await autocannon({ ...options, duration: SECONDS });
+  const load = process.cpuUsage(loadBefore);
   const cpuPerRequest = (await cpu()) - cpuBefore;
   child.send({ cmd: 'stop' });
   await once(child, 'exit');
-  return { store, limits, rps: result.requests.average, cpuPerRequest: cpuPerRequest / Math.max(1, result.requests.total), p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx + result.errors };
+  const served = Math.max(1, result.requests.total);
+  return { store, limits, rps: result.requests.average, cpuPerRequest: cpuPerRequest / served, loadCpuPerRequest: (load.user + load.system) / served, p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx + result.errors };
 }
 
 async function clean(prefix: string): Promise<void> {
@@ -125,7 +133,7 @@ async function main(): Promise<void> {
         for (const limits of round % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
           const m = await measure(simUrl, store, limits, `${prefix}${round}:${limits}:`);
           all.push(m);
-          console.error(`round ${round + 1}: ${store} ${limits}: ${Math.round(m.rps)} req/s, ${m.cpuPerRequest.toFixed(1)} µs CPU/request, p50 ${m.p50} ms, p99 ${m.p99} ms, non-2xx ${m.non2xx}`);
+          console.error(`round ${round + 1}: ${store} ${limits}: ${Math.round(m.rps)} req/s, ${m.cpuPerRequest.toFixed(1)} µs CPU/request (${(m.cpuPerRequest / m.loadCpuPerRequest).toFixed(2)}× the load's), p50 ${m.p50} ms, p99 ${m.p99} ms, non-2xx ${m.non2xx}`);
         }
       }
     }
@@ -135,19 +143,20 @@ async function main(): Promise<void> {
   }
 
   console.log(`\ngateway proxy throughput, limiting on vs off (${CONNECTIONS} connections, ${SECONDS} s, median of ${ROUNDS} rounds, node ${process.version})`);
-  console.log('| store  | limits | req/s | gateway CPU µs/request | p50 ms | p99 ms | non-2xx | on/off (req/s) | off/on (CPU per request) |');
-  console.log('|--------|--------|------:|------:|-------:|-------:|--------:|-------:|-------:|');
+  console.log('| store  | limits | req/s | gateway CPU µs/request | gateway CPU ÷ load CPU | p50 ms | p99 ms | non-2xx | on/off (req/s) | off/on (CPU per request) | off/on (CPU ÷ load CPU) |');
+  console.log('|--------|--------|------:|------:|------:|-------:|-------:|--------:|-------:|-------:|-------:|');
   for (const store of ['memory', 'redis'] as const) {
     const row = (limits: 'on' | 'off') => {
       const ms = all.filter((m) => m.store === store && m.limits === limits);
-      return { rps: median(ms.map((m) => m.rps)), cpu: median(ms.map((m) => m.cpuPerRequest)), p50: median(ms.map((m) => m.p50)), p99: median(ms.map((m) => m.p99)), non2xx: ms.reduce((s, m) => s + m.non2xx, 0) };
+      return { rps: median(ms.map((m) => m.rps)), cpu: median(ms.map((m) => m.cpuPerRequest)), norm: median(ms.map((m) => m.cpuPerRequest / m.loadCpuPerRequest)), p50: median(ms.map((m) => m.p50)), p99: median(ms.map((m) => m.p99)), non2xx: ms.reduce((s, m) => s + m.non2xx, 0) };
     };
     const off = row('off');
     const on = row('on');
     for (const [limits, r] of [['off', off], ['on', on]] as const) {
       const ratio = limits === 'on' ? `${((on.rps / off.rps) * 100).toFixed(1)}%` : '';
       const cpuRatio = limits === 'on' ? `${((off.cpu / on.cpu) * 100).toFixed(1)}%` : '';
-      console.log(`| ${store.padEnd(6)} | ${limits.padEnd(6)} | ${Math.round(r.rps)} | ${r.cpu.toFixed(1)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${ratio} | ${cpuRatio} |`);
+      const normRatio = limits === 'on' ? `${((off.norm / on.norm) * 100).toFixed(1)}%` : '';
+      console.log(`| ${store.padEnd(6)} | ${limits.padEnd(6)} | ${Math.round(r.rps)} | ${r.cpu.toFixed(1)} | ${r.norm.toFixed(2)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${ratio} | ${cpuRatio} | ${normRatio} |`);
     }
   }
   // Per-round ratios show the noise of a shared machine.
@@ -156,9 +165,10 @@ async function main(): Promise<void> {
       const pair = all.filter((m) => m.store === store).slice(i * 2, i * 2 + 2);
       const off = pair.find((m) => m.limits === 'off');
       const on = pair.find((m) => m.limits === 'on');
-      return `${((on!.rps / off!.rps) * 100).toFixed(1)}% (CPU ${((off!.cpuPerRequest / on!.cpuPerRequest) * 100).toFixed(1)}%)`;
+      const norm = (m: Measurement) => m.cpuPerRequest / m.loadCpuPerRequest;
+      return `${((on!.rps / off!.rps) * 100).toFixed(1)}% (CPU ${((off!.cpuPerRequest / on!.cpuPerRequest) * 100).toFixed(1)}%, ÷ load ${((norm(off!) / norm(on!)) * 100).toFixed(1)}%)`;
     });
-    console.log(`${store} on/off per round, req/s (CPU per request): ${ratios.join(', ')}`);
+    console.log(`${store} on/off per round, req/s (CPU per request, CPU ÷ load CPU): ${ratios.join(', ')}`);
   }
 
   console.log('');
