@@ -23,6 +23,7 @@ import type { SigningKeyStore } from './auth/signing-keys.js';
 import { authRoutes } from './http/auth-routes.js';
 import { oidcLogin } from './auth/oidc/routes.js';
 import { validateLoginConfig } from './auth/oidc/settings.js';
+import { LazyChildLogger } from './http/lazy-logger.js';
 import { metricsRoutes } from './http/metrics.js';
 import { realtimeAdminRoutes, realtimePlugin } from './realtime/index.js';
 import type { MasterKeyRing } from './security/envelope.js';
@@ -119,6 +120,8 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
       const incoming = req.headers['x-request-id'];
       return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : `req_${randomUUID().replaceAll('-', '')}`;
     },
+    // Each request's child logger is made only if something logs through it (lazy-logger.ts).
+    childLoggerFactory: (logger, bindings, options) => new LazyChildLogger(logger, bindings, options),
     logController: new LogController({
       requestIdLogLabel: 'request_id',
       // POST /v1/messages logs one line per request when it settles (chat/settle.ts); Fastify's
