@@ -12,6 +12,9 @@
  * Server CPU: each server process's CPU time (every thread) over the throughput window,
  * divided by the requests served: steadier than req/s on a shared machine; "bare/gateway CPU
  * per request" is the throughput ratio a CPU-bound gateway would reach on a machine of its own.
+ * BENCH_ROUNDS=N repeats the throughput measurements N times (bare and gateway taking turns
+ * going first) and reports medians; "gateway/bare throughput" is then the median of each
+ * round's own ratio, its two sides measured back to back.
  * PROFILE=1 starts the gateway with --cpu-prof (profile written to bench/proxy/profiles/).
  */
 import { fork } from 'node:child_process';
@@ -100,16 +103,36 @@ const targets = [
   { name: 'gateway', url: gateway.url, key: gateway.token!, child: gateway.child },
 ];
 
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+type Throughput = Awaited<ReturnType<typeof load>>;
+const runs = new Map<string, Throughput[]>(); // `${mode}|${target}` → one per round
+const ratios = new Map<string, number[]>(); // mode → gateway/bare req/s, per round
 const rows: Array<{ mode: string; target: string; rps: number; cpu: number; p50: number; p99: number; seqP50: number; seqP99: number }> = [];
+const modeOf = (stream: boolean) => (stream ? 'stream (50 deltas)' : 'non-streaming');
 try {
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const stream of [false, true]) {
+      const mode = modeOf(stream);
+      // Bare and gateway take turns going first, so a drift in machine speed favours neither.
+      const order = round % 2 === 0 ? targets : [targets[0]!, targets[2]!, targets[1]!];
+      const got: Record<string, Throughput> = {};
+      for (const t of order) {
+        await load(t, stream, 2);
+        got[t.name] = await load(t, stream, seconds);
+        runs.set(`${mode}|${t.name}`, [...(runs.get(`${mode}|${t.name}`) ?? []), got[t.name]!]);
+        console.error(`round ${round + 1} ${mode} ${t.name}: ${Math.round(got[t.name]!.rps)} req/s, ${got[t.name]!.cpuPerRequest.toFixed(1)} µs CPU/request`);
+      }
+      ratios.set(mode, [...(ratios.get(mode) ?? []), got.gateway!.rps / got.bare!.rps]);
+    }
+  }
   for (const stream of [false, true]) {
-    const mode = stream ? 'stream (50 deltas)' : 'non-streaming';
+    const mode = modeOf(stream);
     for (const t of targets) {
-      await load(t, stream, 2);
-      const thr = await load(t, stream, seconds);
       const lat = await hrtimeLatency(t.url, t.key, stream, sequential);
-      rows.push({ mode, target: t.name, rps: thr.rps, cpu: thr.cpuPerRequest, p50: thr.p50, p99: thr.p99, seqP50: lat.p50, seqP99: lat.p99 });
-      console.error(`${mode} ${t.name}: ${Math.round(thr.rps)} req/s, ${thr.cpuPerRequest.toFixed(1)} µs CPU/request, c1 p50 ${lat.p50.toFixed(3)} ms`);
+      const thr = runs.get(`${mode}|${t.name}`)!;
+      rows.push({ mode, target: t.name, rps: median(thr.map((x) => x.rps)), cpu: median(thr.map((x) => x.cpuPerRequest)), p50: median(thr.map((x) => x.p50)), p99: median(thr.map((x) => x.p99)), seqP50: lat.p50, seqP99: lat.p99 });
+      console.error(`${mode} ${t.name}: c1 p50 ${lat.p50.toFixed(3)} ms`);
     }
   }
 } finally {
@@ -117,7 +140,7 @@ try {
 }
 
 const f = (n: number, d = 0) => n.toFixed(d);
-console.log(`\n${new Date().toISOString()} · ${connections} connections × ${seconds} s · ${sequential} sequential requests\n`);
+console.log(`\n${new Date().toISOString()} · ${connections} connections × ${seconds} s · ${ROUNDS} round(s), medians · ${sequential} sequential requests\n`);
 console.log('| mode | target | req/s (c50) | server CPU µs/request | c50 p50 ms | c50 p99 ms | c1 p50 ms | c1 p99 ms | c1 added p50 ms | vs direct | vs bare |');
 console.log('|---|---|---|---|---|---|---|---|---|---|---|');
 const summary: Record<string, number> = {};
@@ -129,11 +152,13 @@ for (const r of rows) {
   const vsBare = r.rps / bareRow.rps;
   if (r.target !== 'direct') summary[`${r.mode} ${r.target}: added p50 ms`] = Number(added.toFixed(3));
   if (r.target === 'gateway') {
-    summary[`${r.mode} gateway/bare throughput`] = Number(vsBare.toFixed(3));
+    // The median of the rounds' own ratios (each pair measured back to back).
+    summary[`${r.mode} gateway/bare throughput`] = Number(median(ratios.get(r.mode)!).toFixed(3));
     summary[`${r.mode} bare/gateway CPU per request`] = Number((bareRow.cpu / r.cpu).toFixed(3));
   }
   console.log(
     `| ${r.mode} | ${r.target} | ${f(r.rps)} | ${f(r.cpu, 1)} | ${f(r.p50, 1)} | ${f(r.p99, 1)} | ${f(r.seqP50, 3)} | ${f(r.seqP99, 3)} | ${r.target === 'direct' ? '–' : f(added, 3)} | ${f(vsDirect * 100)}% | ${r.target === 'direct' ? '–' : `${f(vsBare * 100)}%`} |`,
   );
 }
+for (const [mode, rs] of ratios) console.log(`\n${mode} gateway/bare req/s per round: ${rs.map((x) => `${(x * 100).toFixed(1)}%`).join(', ')}`);
 console.log(`\n${JSON.stringify(summary, null, 2)}`);
