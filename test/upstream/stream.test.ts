@@ -157,6 +157,33 @@ describe('SseTap', () => {
     }
   });
 
+  it('reads the whole SSE framing: CRLF and CR line ends, comments, a BOM, multi-line data, fields without a space, events without data', () => {
+    const framed =
+      '\uFEFF: a comment\r\n' +
+      'event:message_start\r\ndata: {"type":"message_start","message":{"id":"msg_2","model":"m2",\r\ndata: "usage":{"input_tokens":7,"output_tokens":1}}}\r\n\r\n' +
+      'event: ping\rid: 3\rretry: 100\r\r' +
+      'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"ü"}}\n\n' +
+      'event: nothing_but_a_name\n\n' +
+      ': keep-alive\n\n' +
+      'data: {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}\r\n\r\n' +
+      'event: message_stop\r\ndata: {"type":"message_stop"}\r\n\r\n';
+    const bytes = Buffer.from(framed);
+    for (const size of [1, 2, 5, bytes.length]) {
+      const tap = new SseTap();
+      for (let i = 0; i < bytes.length; i += size) tap.push(bytes.subarray(i, i + size));
+      expect(tap.summary(), `split every ${size} bytes`).toEqual({
+        usage: { inputTokens: 7, outputTokens: 9, cacheCreationInputTokens: 0, cacheReadInputTokens: 0 },
+        messageId: 'msg_2',
+        model: 'm2',
+        stopReason: 'end_turn',
+        error: null,
+        complete: true,
+        malformed: false,
+        events: 4,
+      });
+    }
+  });
+
   it('flags an unparsable event instead of throwing', () => {
     const tap = new SseTap();
     tap.push(Buffer.from('event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_de\n\n'));
