@@ -155,6 +155,12 @@ export const settings = {
     default: 'closed',
     doc: 'When the limit store (Redis) is unreachable: closed refuses with 503, open admits without limits. Both log and count it.',
   }),
+  rateLimitAllowances: setting({
+    env: 'RATE_LIMIT_ALLOWANCES',
+    parser: boolean(),
+    default: 'true',
+    doc: 'With Redis: lease requests and tokens in bulk for users who keep an instance busy, admitting them from memory (never over a limit; see docs/rate-limits.md, Allowances). false checks every request against Redis.',
+  }),
   rateLimitMemoryMaxKeys: setting({
     env: 'RATE_LIMIT_MEMORY_MAX_KEYS',
     parser: integer(100, 100_000_000),

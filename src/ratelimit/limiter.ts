@@ -107,9 +107,9 @@ export interface RateLimiterOptions {
   /** A store call slower than this counts as a failure. Default 1000 ms. */
   storeTimeoutMs?: number;
   /**
-   * Leasing of requests and tokens in bulk for busy users (allowances.ts): on by default
-   * with a store shared by instances, never with the in-process store (exact and cheap).
-   * `false` turns it off.
+   * Leasing of requests and tokens in bulk for busy users (allowances.ts), with a store
+   * shared by instances when RATE_LIMIT_ALLOWANCES is true (the default); never with the
+   * in-process store (exact and cheap). Overrides the policy's numbers (tests), or `false`.
    */
   allowances?: Partial<AllowancePolicy> | false;
 }
@@ -176,7 +176,7 @@ export class RateLimiter {
     this.logger = options.logger;
     this.failureCounter = options.failureCounter;
     this.timeoutMs = options.storeTimeoutMs ?? 1000;
-    if (options.allowances !== false && !this.store.inProcess) {
+    if (options.allowances !== false && options.config.rateLimitAllowances && !this.store.inProcess) {
       const store = {
         check: (rules: LimitRule[], aheadMs: number) => this.guard('lease', () => this.store.check(rules, { aheadMs }), false),
         reconcile: async (id: string, adjustments: CostAdjustment[]) => {

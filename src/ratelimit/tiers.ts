@@ -29,6 +29,7 @@ export type RateLimitConfig = Pick<
   | 'rateLimitAuthFailuresPerMin'
   | 'rateLimitLeaseTtl'
   | 'rateLimitFailurePolicy'
+  | 'rateLimitAllowances'
 >;
 
 const limit = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);

@@ -144,6 +144,15 @@ describeWithRedis('Rate-limit allowances', ({ url, prefix }) => {
     expect(admitted).toBe(300);
   });
 
+  it('RATE_LIMIT_ALLOWANCES=false checks every request against Redis', async () => {
+    const { a, b, calls } = instances({ RATE_LIMIT_RPM: '300', RATE_LIMIT_ALLOWANCES: 'false' });
+    const user = uniqueName('usr');
+    for (let wave = 0; wave < 6; wave++) {
+      await Promise.all(Array.from({ length: 10 }, (_, i) => ((wave + i) % 2 ? a : b).limiter.admitRequest({ userId: user, estimatedInputTokens: 10, maxTokens: 10 })));
+    }
+    expect(calls.check).toBe(60);
+  });
+
   it('settles tokens in memory and records exactly the tokens used when an allowance ends', async () => {
     const { a, b, calls } = instances({ RATE_LIMIT_TPM: '1000000' });
     const user = uniqueName('usr');
