@@ -60,7 +60,7 @@ export interface Allowance {
   admitted: number;
   /** Admitted with tokens reserved and not yet settled. */
   inFlight: number;
-  /** The clock's time when the period ends. */
+  /** The clock's time when it stops admitting: a few ms before its period ends. */
   readonly endsAt: number;
   closed: boolean;
   timer: NodeJS.Timeout | undefined;
@@ -71,6 +71,8 @@ interface Demand {
   count: number;
   allowance: Allowance | undefined;
   leasing: boolean;
+  /** A lease was refused (or failed): none is asked for again before this time. */
+  refusedUntil: number;
 }
 
 export interface AllowanceStore {
@@ -132,7 +134,7 @@ export class Allowances {
     let demand = this.users.get(user);
     if (!demand) {
       if (this.users.size >= MAX_USERS) this.forgetIdle();
-      demand = { periodStart: this.clock(), count: 0, allowance: undefined, leasing: false };
+      demand = { periodStart: this.clock(), count: 0, allowance: undefined, leasing: false, refusedUntil: 0 };
       this.users.set(user, demand);
     }
     this.count(demand);
@@ -156,14 +158,17 @@ export class Allowances {
    * `free / headroom` of every limit (`free`: what each limit has left, per rule).
    */
   private plan(user: string, demand: Demand, rules: readonly AllowanceRule[], free: number[], tokens: number): void {
-    const elapsed = Math.max(this.clock() - demand.periodStart, this.policy.periodMs / 10);
+    const now = this.clock();
+    // After a refusal, a period of checks one by one: no store call per request for leases
+    // that the limits cannot give (`free` is what this instance last saw: it may be stale).
+    if (this.closing || now < demand.refusedUntil) return;
+    const elapsed = Math.max(now - demand.periodStart, this.policy.periodMs / 10);
     let requests = Math.max(this.policy.minDemand, Math.round((1.5 * demand.count * this.policy.periodMs) / elapsed));
     for (let i = 0; i < rules.length; i++) {
       const room = Math.floor(free[i]! / this.policy.headroom);
       requests = Math.min(requests, rules[i]!.tokens ? Math.floor(room / Math.max(1, tokens)) : room);
     }
     if (requests < 2) return;
-    if (this.closing) return;
     demand.leasing = true;
     const leasing: Promise<void> = this.lease(user, demand, rules, requests, requests * tokens)
       .catch(() => {}) // the store's failures are logged and counted by the limiter's guard
@@ -197,7 +202,10 @@ export class Allowances {
     const start = this.clock();
     const costs = rules.map((r) => ({ key: r.key, limit: r.limit, windowMs: r.windowMs, cost: r.tokens ? tokens : requests }));
     const decision = await this.store.check(costs, this.policy.periodMs);
-    if (!decision?.allowed || !decision.reservation) return;
+    if (!decision?.allowed || !decision.reservation) {
+      demand.refusedUntil = this.clock() + this.policy.periodMs;
+      return;
+    }
     const endsAt = start + this.policy.periodMs - END_MARGIN_MS;
     const allowance: Allowance = {
       user,

@@ -25,13 +25,14 @@ describe('Allowances (a recording store, a driven clock)', () => {
   ];
   const roomy = { allowed: true, rules: rules.map((r) => ({ key: r.key, limit: r.limit, remaining: r.limit / 2, resetAtMs: 0, retryAfterMs: 0 })) };
 
-  function setup() {
+  function setup(refuse = false) {
     const clock = { now: 0 };
     const leases: { costs: number[]; aheadMs: number }[] = [];
     const reconciled: { id: string; costs: number[] }[] = [];
     const store: AllowanceStore = {
       check: async (checked, aheadMs) => {
         leases.push({ costs: checked.map((r) => r.cost), aheadMs });
+        if (refuse) return { allowed: false, rules: checked.map((r) => ({ key: r.key, limit: r.limit, remaining: 0, resetAtMs: 0, retryAfterMs: 1000 })) };
         return { allowed: true, reservation: `lease${leases.length}`, rules: checked.map((r) => ({ key: r.key, limit: r.limit, remaining: r.limit - r.cost, resetAtMs: 0, retryAfterMs: 0 })) };
       },
       reconcile: async (id, adjustments) => {
@@ -75,6 +76,18 @@ describe('Allowances (a recording store, a driven clock)', () => {
       { id: 'lease1', costs: [2, 100] },
       { id: 'lease1', costs: [2, 30] },
     ]);
+    await allowances.close();
+  });
+
+  it('after a refused lease, asks for none until a period has passed', async () => {
+    const { clock, leases, allowances, busy } = setup(true);
+    await busy();
+    expect(leases).toHaveLength(1);
+    for (let i = 0; i < 20; i++) await busy(); // busy all along, yet no store call per request
+    expect(leases).toHaveLength(1);
+    clock.now = 1000;
+    await busy();
+    expect(leases).toHaveLength(2);
     await allowances.close();
   });
 
