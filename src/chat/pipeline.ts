@@ -145,12 +145,15 @@ export class ChatPipeline {
     let lease;
     if (stream) {
       // Refused or failed (store down, closed policy), the tokens reserved go back.
-      const slot = await this.deps.limiter.acquireStream({ userId: auth.user.id, tier: auth.permissions.rateTier, override: auth.permissions.rateLimits }).catch(async (err: unknown) => {
+      const giveBack = async () => {
         if (reservation) await this.deps.limiter.settle(reservation, 0).catch(() => {});
+      };
+      const slot = await this.deps.limiter.acquireStream({ userId: auth.user.id, tier: auth.permissions.rateTier, override: auth.permissions.rateLimits }).catch(async (err: unknown) => {
+        await giveBack();
         throw err;
       });
       if (!slot.allowed) {
-        if (reservation) await this.deps.limiter.settle(reservation, 0).catch(() => {});
+        await giveBack();
         throw rateLimitError(slot);
       }
       lease = slot.lease;

@@ -66,6 +66,19 @@ export interface Allowance {
   timer: NodeJS.Timeout | undefined;
 }
 
+/**
+ * What rule `i` of `allowance` has free as this instance sees it: what the lease left, plus
+ * what the allowance has not used yet (free for everyone once it is given back).
+ */
+export function freeOf(allowance: Allowance, i: number): number {
+  return allowance.leasedAt[i]!.remaining + (allowance.rules[i]!.tokens ? allowance.tokensLeft : allowance.requestsLeft);
+}
+
+/** The rules charged `requests` requests and `tokens` tokens: a lease, or what was used of it. */
+function charged(rules: readonly AllowanceRule[], requests: number, tokens: number): LimitRule[] {
+  return rules.map((r) => ({ key: r.key, limit: r.limit, windowMs: r.windowMs, cost: r.tokens ? tokens : requests }));
+}
+
 interface Demand {
   periodStart: number;
   count: number;
@@ -119,8 +132,7 @@ export class Allowances {
     }
     const now = this.count(demand);
     if (!demand.leasing && (allowance.requestsLeft * 4 < allowance.leasedRequests || now > allowance.endsAt - this.policy.periodMs / 4)) {
-      const free = allowance.rules.map((r, i) => allowance.leasedAt[i]!.remaining + (r.tokens ? allowance.tokensLeft : allowance.requestsLeft));
-      this.plan(user, demand, allowance.rules, free, tokens);
+      this.plan(user, demand, allowance.rules, allowance.rules.map((_, i) => freeOf(allowance, i)), tokens);
     }
     return allowance;
   }
@@ -200,8 +212,7 @@ export class Allowances {
     // `now` (read later, while the call runs) plus the period, so every use within the
     // period here falls before that stamp.
     const start = this.clock();
-    const costs = rules.map((r) => ({ key: r.key, limit: r.limit, windowMs: r.windowMs, cost: r.tokens ? tokens : requests }));
-    const decision = await this.store.check(costs, this.policy.periodMs);
+    const decision = await this.store.check(charged(rules, requests, tokens), this.policy.periodMs);
     if (!decision?.allowed || !decision.reservation) {
       demand.refusedUntil = this.clock() + this.policy.periodMs;
       return;
@@ -251,10 +262,9 @@ export class Allowances {
    * of settled answers plus those reserved by answers still running.
    */
   private finish(allowance: Allowance): void {
-    const tokens = allowance.leasedTokens - allowance.tokensLeft;
-    const adjustments = allowance.rules.map((r) => ({ key: r.key, windowMs: r.windowMs, cost: r.tokens ? tokens : allowance.admitted }));
+    const used = charged(allowance.rules, allowance.admitted, allowance.leasedTokens - allowance.tokensLeft);
     const done: Promise<void> = this.store
-      .reconcile(allowance.id, adjustments)
+      .reconcile(allowance.id, used)
       .catch(() => {}) // logged and counted by the limiter's guard
       .finally(() => this.finishing.delete(done));
     this.finishing.add(done);

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import type { CostAdjustment, LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
 import { GatewayError } from '../errors/index.js';
 import type { Allowance, AllowancePolicy, AllowanceRule } from './allowances.js';
-import { Allowances, DEFAULT_ALLOWANCE_POLICY } from './allowances.js';
+import { Allowances, DEFAULT_ALLOWANCE_POLICY, freeOf } from './allowances.js';
 import type { RateLimitConfig, TierLimits, TierOverride } from './tiers.js';
 import { applyOverride, tierOverrideSchema, tierTable } from './tiers.js';
 
@@ -367,19 +367,15 @@ export class RateLimiter {
   }
 }
 
-/**
- * A request admitted from an allowance. Each limit's remaining is what the lease left plus
- * what this allowance has not used yet (what another check would see once it is given back).
- */
+/** A request admitted from an allowance; each limit's remaining is what is free of it (`freeOf`). */
 function admittedFrom(allowance: Allowance, reserved: number): RequestAdmission {
   const limits: LimitStatus[] = [];
   let tokens: AllowanceRule | undefined;
   for (let i = 0; i < allowance.rules.length; i++) {
     const rule = allowance.rules[i]!;
-    const at = allowance.leasedAt[i]!;
-    const unused = rule.tokens ? allowance.tokensLeft : allowance.requestsLeft;
     if (rule.tokens) tokens = rule;
-    limits.push({ name: rule.name, key: rule.key, limit: rule.limit, remaining: Math.min(rule.limit, Math.max(0, at.remaining + unused)), resetAtMs: at.resetAtMs, retryAfterMs: 0 });
+    const remaining = Math.min(rule.limit, Math.max(0, freeOf(allowance, i)));
+    limits.push({ name: rule.name, key: rule.key, limit: rule.limit, remaining, resetAtMs: allowance.leasedAt[i]!.resetAtMs, retryAfterMs: 0 });
   }
   const admission: RequestAdmission = { allowed: true, limits, degraded: false };
   // Nothing reserved (count_tokens), nothing to settle: the allowance does not wait for it.
