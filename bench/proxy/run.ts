@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Client } from 'undici';
 import { buildShipped } from '../shipped.js';
+import { median } from '../stats.js';
 
 const seconds = Number(process.argv[2] ?? 10);
 const sequential = Number(process.argv[3] ?? 3000);
@@ -104,7 +105,6 @@ const targets = [
 ];
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 type Throughput = Awaited<ReturnType<typeof load>>;
 const runs = new Map<string, Throughput[]>(); // `${mode}|${target}` → one per round
 const ratios = new Map<string, number[]>(); // mode → gateway/bare req/s, per round
