@@ -22,22 +22,34 @@ export interface Clock {
   sleep(ms: number, signal?: CancelSignal): Promise<void>;
 }
 
-/** The real clock. */
+/**
+ * The real clock. `sleep(ms)` resolves once `now()` has moved on by `ms`: timers run on a
+ * monotonic clock, and about one timer in two hundred fires when `Date.now()` has moved on
+ * one millisecond less. Callers compare against `now()` (a key cools down until a time taken
+ * from it), so a retry woken that early found its key still cooling and was lost.
+ */
 export const systemClock: Clock = {
   now: () => Date.now(),
   sleep: (ms, signal) =>
     new Promise<void>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
-      if (ms <= 0) return resolve();
+      const until = Date.now() + ms;
+      let timer: NodeJS.Timeout | undefined;
       const onAbort = () => {
         clearTimeout(timer);
         reject(signal!.reason);
       };
-      const timer = setTimeout(() => {
+      const wait = () => {
+        const left = until - Date.now();
+        if (left > 0) {
+          timer = setTimeout(wait, left);
+          return;
+        }
         signal?.removeEventListener('abort', onAbort);
         resolve();
-      }, ms);
+      };
       signal?.addEventListener('abort', onAbort, { once: true });
+      wait();
     }),
 };
 

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { RetryPolicy, backoffDelay, parseRetryAfter } from '../../src/upstream/retry.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { RetryPolicy, backoffDelay, parseRetryAfter, systemClock } from '../../src/upstream/retry.js';
 
 const NOW = Date.parse('2026-11-28T12:00:00Z');
 
@@ -52,5 +52,27 @@ describe('upstream retry: backoff', () => {
   it('refuses nonsense limits', () => {
     expect(() => new RetryPolicy({ maxRetries: -1, deadlineMs: 1000 })).toThrow(RangeError);
     expect(() => new RetryPolicy({ maxRetries: 1, deadlineMs: 0 })).toThrow(RangeError);
+  });
+});
+
+describe('upstream retry: the system clock', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('sleeps until its own now() has moved on by the time asked, even when timers run ahead of it', async () => {
+    // A wall clock at half the speed of the timers: every timer fires "early" by now().
+    const real = Date.now.bind(Date);
+    const base = real();
+    vi.spyOn(Date, 'now').mockImplementation(() => base + Math.floor((real() - base) / 2));
+    const t0 = systemClock.now();
+    await systemClock.sleep(40);
+    expect(systemClock.now() - t0).toBeGreaterThanOrEqual(40);
+  });
+
+  it('stops sleeping when its signal aborts', async () => {
+    const controller = new AbortController();
+    const sleeping = systemClock.sleep(60_000, controller.signal);
+    controller.abort(new Error('client gone'));
+    await expect(sleeping).rejects.toThrow('client gone');
+    await expect(systemClock.sleep(10, controller.signal)).rejects.toThrow('client gone');
   });
 });
