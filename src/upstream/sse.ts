@@ -59,8 +59,14 @@ export function usageFromMessage(json: unknown): TokenUsage {
 }
 
 /** Parses events from a stream's bytes; `summary()` is readable at any time. */
-/** Events the tap passes without reading their data (named by upstream's `event:` line). */
-const CONTENT_EVENTS: ReadonlySet<string> = new Set(['content_block_delta', 'content_block_start', 'content_block_stop', 'ping']);
+/**
+ * Events the tap passes without reading their data (named by upstream's `event:` line).
+ * Compared with `===`, not looked up in a Set: each name is a fresh substring of the stream,
+ * which a Set would hash first, and these are most of a stream's events.
+ */
+function isContentEvent(name: string): boolean {
+  return name === 'content_block_delta' || name === 'ping' || name === 'content_block_start' || name === 'content_block_stop';
+}
 
 export class SseTap {
   private readonly state: StreamSummary = {
@@ -103,7 +109,7 @@ export class SseTap {
     this.state.events += 1;
     // Content events carry no usage or status, and are most of a stream: not parsed, only
     // checked for the shape of a whole JSON object (a truncated event is still flagged).
-    if (name !== undefined && CONTENT_EVENTS.has(name)) {
+    if (name !== undefined && isContentEvent(name)) {
       if (data.charCodeAt(0) !== 123 || data.charCodeAt(data.length - 1) !== 125) this.state.malformed = true;
       return;
     }
