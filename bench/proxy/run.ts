@@ -12,9 +12,12 @@
  * Server CPU: each server process's CPU time (every thread) over the throughput window,
  * divided by the requests served: steadier than req/s on a shared machine; "bare/gateway CPU
  * per request" is the throughput ratio a CPU-bound gateway would reach on a machine of its own.
- * BENCH_ROUNDS=N repeats the throughput measurements N times (bare and gateway taking turns
- * going first) and reports medians; "gateway/bare throughput" is then the median of each
- * round's own ratio, its two sides measured back to back.
+ * BENCH_ROUNDS=N repeats the throughput measurements N times and reports medians;
+ * "gateway/bare throughput" is the median of each round's own ratio, its two sides measured
+ * back to back (bare and gateway taking turns going first). Each round starts its own bare
+ * proxy and gateway processes: on this shared machine a process keeps the speed it started
+ * with, and two processes running the same code have measured up to 40% apart in CPU per
+ * request for their whole life, so one pair of processes would decide the result by chance.
  * PROFILE=1 starts the gateway with --cpu-prof (profile written to bench/proxy/profiles/).
  */
 import { fork } from 'node:child_process';
@@ -94,15 +97,22 @@ async function hrtimeLatency(url: string, key: string, stream: boolean, n: numbe
   return { p50: at(0.5), p99: at(0.99) };
 }
 
+type Target = { name: string; url: string; key: string; child: ChildProcess };
+/** The bare proxy and the gateway, as fresh processes. */
+async function startProxies(simUrl: string): Promise<Target[]> {
+  const bare = await start('bare', [simUrl]);
+  const gateway = await start('gateway', [simUrl, KEY]);
+  return [
+    { name: 'bare', url: bare.url, key: KEY, child: bare.child },
+    { name: 'gateway', url: gateway.url, key: gateway.token!, child: gateway.child },
+  ];
+}
+const stop = (t: Target) => t.child.send({ cmd: 'stop' });
+
 buildShipped();
 const sim = await start('sim', [KEY]);
-const bare = await start('bare', [sim.url]);
-const gateway = await start('gateway', [sim.url, KEY]);
-const targets = [
-  { name: 'direct', url: sim.url, key: KEY, child: sim.child },
-  { name: 'bare', url: bare.url, key: KEY, child: bare.child },
-  { name: 'gateway', url: gateway.url, key: gateway.token!, child: gateway.child },
-];
+const direct: Target = { name: 'direct', url: sim.url, key: KEY, child: sim.child };
+let targets: Target[] = [direct];
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
 type Throughput = Awaited<ReturnType<typeof load>>;
@@ -112,6 +122,8 @@ const rows: Array<{ mode: string; target: string; rps: number; cpu: number; p50:
 const modeOf = (stream: boolean) => (stream ? 'stream (50 deltas)' : 'non-streaming');
 try {
   for (let round = 0; round < ROUNDS; round++) {
+    targets.slice(1).forEach(stop);
+    targets = [direct, ...(await startProxies(sim.url))];
     for (const stream of [false, true]) {
       const mode = modeOf(stream);
       // Bare and gateway take turns going first, so a drift in machine speed favours neither.
@@ -136,7 +148,7 @@ try {
     }
   }
 } finally {
-  for (const s of [gateway, bare, sim]) s.child.send({ cmd: 'stop' });
+  targets.forEach(stop);
 }
 
 const f = (n: number, d = 0) => n.toFixed(d);

@@ -10,8 +10,11 @@
  * a 1 s warm-up, requests spread over 50 users' personal tokens. "on" = requests/minute,
  * requests/day, tokens/minute, streams, failed-auth and per-IP limits all enforced (high
  * enough that nothing is refused); "off" = every one of them 0, so the limiter is never
- * called. Configurations are interleaved per round (on/off order alternating) and the
- * median of the rounds is reported. Beside req/s, the gateway process's CPU time per request
+ * called. Configurations are interleaved per round (on/off order alternating); each
+ * measurement starts its own gateway process (a process keeps the speed it started with on
+ * this shared machine: same-code processes have measured up to 40% apart), and the on/off
+ * ratios are the medians of the rounds' own ratios. Use enough rounds (7+) for that lottery
+ * to even out. Beside req/s, the gateway process's CPU time per request
  * (all its threads, `process.cpuUsage`) for the same window: "off/on (CPU per request)" is the
  * throughput ratio a CPU-bound gateway would show, a second view of the same cost (on a shared
  * machine it varies between rounds too). With Redis it leaves out redis-server's own CPU,
@@ -142,32 +145,37 @@ async function main(): Promise<void> {
     await clean(prefix).catch(() => {});
   }
 
-  console.log(`\ngateway proxy throughput, limiting on vs off (${CONNECTIONS} connections, ${SECONDS} s, median of ${ROUNDS} rounds, node ${process.version})`);
+  console.log(`\ngateway proxy throughput, limiting on vs off (${CONNECTIONS} connections, ${SECONDS} s, median of ${ROUNDS} rounds; ratios: median of the rounds' ratios; node ${process.version})`);
   console.log('| store  | limits | req/s | gateway CPU µs/request | gateway CPU ÷ load CPU | p50 ms | p99 ms | non-2xx | on/off (req/s) | off/on (CPU per request) | off/on (CPU ÷ load CPU) |');
   console.log('|--------|--------|------:|------:|------:|-------:|-------:|--------:|-------:|-------:|-------:|');
+  /** One store's rounds as on/off pairs, each pair measured back to back. */
+  const pairs = (store: Measurement['store']) =>
+    Array.from({ length: ROUNDS }, (_, i) => {
+      const pair = all.filter((m) => m.store === store).slice(i * 2, i * 2 + 2);
+      return { off: pair.find((m) => m.limits === 'off')!, on: pair.find((m) => m.limits === 'on')! };
+    });
+  const norm = (m: Measurement) => m.cpuPerRequest / m.loadCpuPerRequest;
   for (const store of ['memory', 'redis'] as const) {
     const row = (limits: 'on' | 'off') => {
       const ms = all.filter((m) => m.store === store && m.limits === limits);
-      return { rps: median(ms.map((m) => m.rps)), cpu: median(ms.map((m) => m.cpuPerRequest)), norm: median(ms.map((m) => m.cpuPerRequest / m.loadCpuPerRequest)), p50: median(ms.map((m) => m.p50)), p99: median(ms.map((m) => m.p99)), non2xx: ms.reduce((s, m) => s + m.non2xx, 0) };
+      return { rps: median(ms.map((m) => m.rps)), cpu: median(ms.map((m) => m.cpuPerRequest)), norm: median(ms.map(norm)), p50: median(ms.map((m) => m.p50)), p99: median(ms.map((m) => m.p99)), non2xx: ms.reduce((s, m) => s + m.non2xx, 0) };
     };
-    const off = row('off');
-    const on = row('on');
-    for (const [limits, r] of [['off', off], ['on', on]] as const) {
-      const ratio = limits === 'on' ? `${((on.rps / off.rps) * 100).toFixed(1)}%` : '';
-      const cpuRatio = limits === 'on' ? `${((off.cpu / on.cpu) * 100).toFixed(1)}%` : '';
-      const normRatio = limits === 'on' ? `${((off.norm / on.norm) * 100).toFixed(1)}%` : '';
+    // The ratios are medians of the rounds' own ratios (each pair measured back to back, so
+    // the machine's speed drifting between rounds cancels), as bench/proxy reports them.
+    const ps = pairs(store);
+    const pct = (xs: number[]) => `${(median(xs) * 100).toFixed(1)}%`;
+    for (const [limits, r] of [['off', row('off')], ['on', row('on')]] as const) {
+      const ratio = limits === 'on' ? pct(ps.map((p) => p.on.rps / p.off.rps)) : '';
+      const cpuRatio = limits === 'on' ? pct(ps.map((p) => p.off.cpuPerRequest / p.on.cpuPerRequest)) : '';
+      const normRatio = limits === 'on' ? pct(ps.map((p) => norm(p.off) / norm(p.on))) : '';
       console.log(`| ${store.padEnd(6)} | ${limits.padEnd(6)} | ${Math.round(r.rps)} | ${r.cpu.toFixed(1)} | ${r.norm.toFixed(2)} | ${r.p50} | ${r.p99} | ${r.non2xx} | ${ratio} | ${cpuRatio} | ${normRatio} |`);
     }
   }
   // Per-round ratios show the noise of a shared machine.
   for (const store of ['memory', 'redis'] as const) {
-    const ratios = Array.from({ length: ROUNDS }, (_, i) => {
-      const pair = all.filter((m) => m.store === store).slice(i * 2, i * 2 + 2);
-      const off = pair.find((m) => m.limits === 'off');
-      const on = pair.find((m) => m.limits === 'on');
-      const norm = (m: Measurement) => m.cpuPerRequest / m.loadCpuPerRequest;
-      return `${((on!.rps / off!.rps) * 100).toFixed(1)}% (CPU ${((off!.cpuPerRequest / on!.cpuPerRequest) * 100).toFixed(1)}%, ÷ load ${((norm(off!) / norm(on!)) * 100).toFixed(1)}%)`;
-    });
+    const ratios = pairs(store).map(
+      ({ on, off }) => `${((on.rps / off.rps) * 100).toFixed(1)}% (CPU ${((off.cpuPerRequest / on.cpuPerRequest) * 100).toFixed(1)}%, ÷ load ${((norm(off) / norm(on)) * 100).toFixed(1)}%)`,
+    );
     console.log(`${store} on/off per round, req/s (CPU per request, CPU ÷ load CPU): ${ratios.join(', ')}`);
   }
 
