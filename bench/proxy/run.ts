@@ -20,60 +20,21 @@
  * request for their whole life, so one pair of processes would decide the result by chance.
  * PROFILE=1 starts the gateway with --cpu-prof (profile written to bench/proxy/profiles/).
  */
-import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
 import { Client } from 'undici';
 import { buildShipped } from '../shipped.js';
 import { median } from '../stats.js';
+import { bodyOf, headersOf, load as loadTarget, start, stop as stopChild } from './harness.js';
 
 const seconds = Number(process.argv[2] ?? 10);
 const sequential = Number(process.argv[3] ?? 3000);
 const connections = Number(process.argv[4] ?? 50);
 const KEY = `sk-ant-bench-${randomBytes(16).toString('hex')}`;
 
-interface Started {
-  url: string;
-  token?: string;
-  child: ChildProcess;
-}
-
-function start(role: string, args: string[]): Promise<Started> {
-  const profile = process.env.PROFILE === '1' && role === 'gateway';
-  const execArgv = ['--import', 'tsx', ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${fileURLToPath(new URL('./profiles', import.meta.url))}`] : [])];
-  const child = fork(fileURLToPath(new URL('./server.ts', import.meta.url)), [role, ...args], { execArgv, stdio: 'inherit' });
-  return new Promise((resolve, reject) => {
-    child.once('message', (m: { url: string; token?: string }) => resolve({ ...m, child }));
-    child.once('exit', (code) => reject(new Error(`${role} exited with ${code}`)));
-  });
-}
-
-const words = Array.from({ length: 60 }, (_, i) => `w${i}`).join(' ');
-const bodyOf = (stream: boolean) => JSON.stringify({ model: 'claude-sonnet-4-6', max_tokens: 1024, stream, messages: [{ role: 'user', content: words }] });
-const headersOf = (key: string, stream: boolean): Record<string, string> => ({
-  'x-api-key': key,
-  'anthropic-version': '2023-06-01',
-  'content-type': 'application/json',
-  ...(stream ? { 'x-sim-fault': '{"deltas":50}' } : {}),
-});
-
-/** The process's CPU time so far (µs, every thread), asked over IPC (server.ts answers `cpu`). */
-function cpuOf(child: ChildProcess): Promise<number> {
-  return new Promise((resolve) => {
-    child.once('message', (m: { cpuMicros: number }) => resolve(m.cpuMicros));
-    child.send({ cmd: 'cpu' });
-  });
-}
-
-async function load(target: { url: string; key: string; child: ChildProcess }, stream: boolean, duration: number) {
-  const cpuBefore = await cpuOf(target.child);
-  const result = await autocannon({ url: `${target.url}/v1/messages`, method: 'POST', connections, duration, headers: headersOf(target.key, stream), body: bodyOf(stream) });
-  const cpu = (await cpuOf(target.child)) - cpuBefore;
-  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${target.url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest: cpu / Math.max(1, result.requests.total) };
-}
+const profileArgs = process.env.PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${fileURLToPath(new URL('./profiles', import.meta.url))}`] : [];
+const load = (target: Target, stream: boolean, duration: number) => loadTarget(target, stream, duration, connections);
 
 async function hrtimeLatency(url: string, key: string, stream: boolean, n: number) {
   const client = new Client(url, { pipelining: 1 });
@@ -101,13 +62,13 @@ type Target = { name: string; url: string; key: string; child: ChildProcess };
 /** The bare proxy and the gateway, as fresh processes. */
 async function startProxies(simUrl: string): Promise<Target[]> {
   const bare = await start('bare', [simUrl]);
-  const gateway = await start('gateway', [simUrl, KEY]);
+  const gateway = await start('gateway', [simUrl, KEY], { execArgv: profileArgs });
   return [
     { name: 'bare', url: bare.url, key: KEY, child: bare.child },
     { name: 'gateway', url: gateway.url, key: gateway.token!, child: gateway.child },
   ];
 }
-const stop = (t: Target) => t.child.send({ cmd: 'stop' });
+const stop = (t: Target) => stopChild(t.child);
 
 buildShipped();
 const sim = await start('sim', [KEY]);

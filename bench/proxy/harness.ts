@@ -1,0 +1,60 @@
+/**
+ * What bench/proxy/run.ts and bench/proxy/ab.ts share: starting a server process
+ * (server.ts), asking a process for its CPU time, and one load of POST /v1/messages
+ * (60 words; streaming asks the simulator for 50 deltas).
+ */
+import { fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+
+export interface Started {
+  url: string;
+  token?: string;
+  child: ChildProcess;
+}
+
+/**
+ * Forks server.ts in `role` (sim | bare | gateway); resolves when it listens. `env` is added to
+ * this process's environment (e.g. BENCH_SETTINGS); `execArgv` to node's flags.
+ */
+export function start(role: string, args: string[], options: { env?: Record<string, string>; execArgv?: string[] } = {}): Promise<Started> {
+  const child = fork(fileURLToPath(new URL('./server.ts', import.meta.url)), [role, ...args], {
+    execArgv: ['--import', 'tsx', ...(options.execArgv ?? [])],
+    stdio: 'inherit',
+    env: { ...process.env, ...options.env },
+  });
+  return new Promise((resolve, reject) => {
+    child.once('message', (m: { url: string; token?: string }) => resolve({ ...m, child }));
+    child.once('exit', (code) => reject(new Error(`${role} exited with ${code}`)));
+  });
+}
+
+/** Asks a server process to exit. */
+export const stop = (child: ChildProcess): void => void child.send({ cmd: 'stop' });
+
+/** The process's CPU time so far (µs, every thread), asked over IPC (server.ts answers `cpu`). */
+export function cpuOf(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    child.once('message', (m: { cpuMicros: number }) => resolve(m.cpuMicros));
+    child.send({ cmd: 'cpu' });
+  });
+}
+
+const words = Array.from({ length: 60 }, (_, i) => `w${i}`).join(' ');
+export const bodyOf = (stream: boolean) => JSON.stringify({ model: 'claude-sonnet-4-6', max_tokens: 1024, stream, messages: [{ role: 'user', content: words }] });
+export const headersOf = (key: string, stream: boolean): Record<string, string> => ({
+  'x-api-key': key,
+  'anthropic-version': '2023-06-01',
+  'content-type': 'application/json',
+  ...(stream ? { 'x-sim-fault': '{"deltas":50}' } : {}),
+});
+
+/** autocannon against `url`/v1/messages for `duration` s; req/s, latency and the target's CPU per request. */
+export async function load(target: { url: string; key: string; child: ChildProcess }, stream: boolean, duration: number, connections: number) {
+  const cpuBefore = await cpuOf(target.child);
+  const result = await autocannon({ url: `${target.url}/v1/messages`, method: 'POST', connections, duration, headers: headersOf(target.key, stream), body: bodyOf(stream) });
+  const cpu = (await cpuOf(target.child)) - cpuBefore;
+  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${target.url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest: cpu / Math.max(1, result.requests.total) };
+}
