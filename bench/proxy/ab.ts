@@ -2,10 +2,11 @@
  * Two gateway configurations compared fairly on this shared machine: PAIRS times, a fresh
  * gateway of each (so the process lottery, docs/benchmarks.md, does not decide), then
  * ROUNDS loads of SECONDS each alternating between them (which goes first alternates too).
- * Reports each pair's median B/A req/s and A/B CPU per request, and the median over pairs.
+ * Reports each pair's median B/A req/s and A/B CPU per request, and the median over pairs
+ * (odd counts: with an even one the median is the upper middle value, bench/stats.ts).
  *
  *   npx tsx bench/proxy/ab.ts '<env A as JSON>' '<env B as JSON>' [stream=0|1]
- *   PAIRS=3 ROUNDS=6 SECONDS=3 npx tsx bench/proxy/ab.ts '{}' '{"BENCH_SETTINGS":"{\"RATE_LIMIT_RPD\":\"0\"}"}'
+ *   PAIRS=3 ROUNDS=7 SECONDS=3 npx tsx bench/proxy/ab.ts '{}' '{"BENCH_SETTINGS":"{\"RATE_LIMIT_RPD\":\"0\"}"}'
  *
  * The environment reaches the gateway process (bench/proxy/server.ts): BENCH_SETTINGS
  * overrides gateway settings, NODE_OPTIONS passes node flags.
@@ -14,22 +15,25 @@ import { randomBytes } from 'node:crypto';
 import { buildShipped } from '../shipped.js';
 import { median } from '../stats.js';
 import { load, start, stop } from './harness.js';
+import type { Started } from './harness.js';
 
 const [envA = '{}', envB = '{}', streamArg = '0'] = process.argv.slice(2);
 const stream = streamArg === '1';
 const PAIRS = Number(process.env.PAIRS ?? 3);
-const ROUNDS = Number(process.env.ROUNDS ?? 6);
+const ROUNDS = Number(process.env.ROUNDS ?? 7);
 const SECONDS = Number(process.env.SECONDS ?? 3);
 const KEY = `sk-ant-bench-${randomBytes(16).toString('hex')}`;
 
+const env = [JSON.parse(envA) as Record<string, string>, JSON.parse(envB) as Record<string, string>];
 buildShipped();
 const sim = await start('sim', [KEY]);
 const pairRps: number[] = [];
 const pairCpu: number[] = [];
 try {
   for (let pair = 0; pair < PAIRS; pair++) {
-    const started = [await start('gateway', [sim.url, KEY], { env: JSON.parse(envA) }), await start('gateway', [sim.url, KEY], { env: JSON.parse(envB) })];
+    const started: Started[] = [];
     try {
+      for (const e of env) started.push(await start('gateway', [sim.url, KEY], { env: e }));
       const targets = started.map((s) => ({ url: s.url, key: s.token!, child: s.child }));
       for (const t of targets) await load(t, stream, 2, 50);
       const rps: number[] = [];

@@ -30,8 +30,10 @@ export function start(role: string, args: string[], options: { env?: Record<stri
   });
 }
 
-/** Asks a server process to exit. */
-export const stop = (child: ChildProcess): void => void child.send({ cmd: 'stop' });
+/** Asks a server process to exit (once it has gone, there is nobody to ask). */
+export function stop(child: ChildProcess): void {
+  if (child.connected) child.send({ cmd: 'stop' });
+}
 
 /** The process's CPU time so far (µs, every thread), asked over IPC (server.ts answers `cpu`). */
 export function cpuOf(child: ChildProcess): Promise<number> {

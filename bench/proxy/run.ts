@@ -12,7 +12,7 @@
  * Server CPU: each server process's CPU time (every thread) over the throughput window,
  * divided by the requests served: steadier than req/s on a shared machine; "bare/gateway CPU
  * per request" is the throughput ratio a CPU-bound gateway would reach on a machine of its own.
- * BENCH_ROUNDS=N repeats the throughput measurements N times and reports medians;
+ * BENCH_ROUNDS=N (5 by default) repeats the throughput measurements N times and reports medians;
  * "gateway/bare throughput" is the median of each round's own ratio, its two sides measured
  * back to back (bare and gateway taking turns going first). Each round starts its own bare
  * proxy and gateway processes: on this shared machine a process keeps the speed it started
@@ -62,7 +62,10 @@ type Target = { name: string; url: string; key: string; child: ChildProcess };
 /** The bare proxy and the gateway, as fresh processes. */
 async function startProxies(simUrl: string): Promise<Target[]> {
   const bare = await start('bare', [simUrl]);
-  const gateway = await start('gateway', [simUrl, KEY], { execArgv: profileArgs });
+  const gateway = await start('gateway', [simUrl, KEY], { execArgv: profileArgs }).catch((err: unknown) => {
+    stopChild(bare.child);
+    throw err;
+  });
   return [
     { name: 'bare', url: bare.url, key: KEY, child: bare.child },
     { name: 'gateway', url: gateway.url, key: gateway.token!, child: gateway.child },
@@ -75,7 +78,7 @@ const sim = await start('sim', [KEY]);
 const direct: Target = { name: 'direct', url: sim.url, key: KEY, child: sim.child };
 let targets: Target[] = [direct];
 
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 1);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 type Throughput = Awaited<ReturnType<typeof load>>;
 const runs = new Map<string, Throughput[]>(); // `${mode}|${target}` → one per round
 const ratios = new Map<string, number[]>(); // mode → gateway/bare req/s, per round

@@ -7,8 +7,8 @@
  *   server.ts gateway <upstream> <key> the gateway: the key in the vault, authentication by a
  *                                     personal token, limits on (generous), usage recorded,
  *                                     one info log line per request (to /dev/null,
- *                                     written synchronously like pino's default
- *                                     destination, standard output, that `npm start` uses)
+ *                                     asynchronously, like the standard output
+ *                                     destination pino gives `npm start`)
  *
  * Sends `{ url, token? }` over IPC when listening; answers `{ cmd: 'cpu' }` with the process's
  * CPU time so far; exits on `{ cmd: 'stop' }`. BENCH_LOG_LEVEL overrides the gateway's
@@ -70,7 +70,7 @@ if (role === 'sim') {
     const { sql } = await import('kysely');
     await sql.raw(`pragma synchronous = ${process.env.BENCH_SQLITE_SYNC === 'normal' ? 'NORMAL' : 'FULL'}`).execute(engine.database.db);
   }
-  const app = await buildApp(config, engine, { logStream: pino.destination({ dest: '/dev/null', sync: true }) });
+  const app = await buildApp(config, engine, { logStream: pino.destination({ dest: '/dev/null', sync: false }) });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
   if (!address || typeof address === 'string') throw new Error('no address');

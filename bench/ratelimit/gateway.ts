@@ -3,7 +3,7 @@
  * Redis store, in one run; then the stores' raw checks per second (bench/ratelimit/store.ts).
  *
  *   npx tsx bench/ratelimit/gateway.ts
- *   BENCH_SECONDS=8 BENCH_ROUNDS=3 BENCH_REDIS_URL=redis://127.0.0.1:6379 npx tsx bench/ratelimit/gateway.ts
+ *   BENCH_SECONDS=4 BENCH_ROUNDS=9 BENCH_REDIS_URL=redis://127.0.0.1:6379 npx tsx bench/ratelimit/gateway.ts
  *
  * Each measurement: the gateway in a child process (SQLite, the simulator as upstream),
  * autocannon with 50 connections POSTing non-streaming /v1/messages for BENCH_SECONDS after
@@ -13,8 +13,8 @@
  * called. Configurations are interleaved per round (on/off order alternating); each
  * measurement starts its own gateway process (a process keeps the speed it started with on
  * this shared machine: same-code processes have measured up to 40% apart), and the on/off
- * ratios are the medians of the rounds' own ratios. Use enough rounds (7+) for that lottery
- * to even out. Beside req/s, the gateway process's CPU time per request
+ * ratios are the medians of the rounds' own ratios. 9 rounds by default (an odd count, enough
+ * for that lottery to even out). Beside req/s, the gateway process's CPU time per request
  * (all its threads, `process.cpuUsage`) for the same window: "off/on (CPU per request)" is the
  * throughput ratio a CPU-bound gateway would show, a second view of the same cost (on a shared
  * machine it varies between rounds too). With Redis it leaves out redis-server's own CPU,
@@ -32,8 +32,8 @@ import { Redis } from 'ioredis';
 import { buildShipped, shipped } from '../shipped.js';
 import { median } from '../stats.js';
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const CONNECTIONS = 50;
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const KEY = 'sk-bench-ratelimit';
