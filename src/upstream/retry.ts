@@ -26,7 +26,9 @@ export interface Clock {
  * The real clock. `sleep(ms)` resolves once `now()` has moved on by `ms`: timers run on a
  * monotonic clock, and about one timer in two hundred fires when `Date.now()` has moved on
  * one millisecond less. Callers compare against `now()` (a key cools down until a time taken
- * from it), so a retry woken that early found its key still cooling and was lost.
+ * from it), so a retry woken that early found its key still cooling and was lost. Should the
+ * wall clock be set back meanwhile (a step, not NTP's slewing), the sleep still ends at most
+ * 100 ms after `ms` has passed on the monotonic clock.
  */
 export const systemClock: Clock = {
   now: () => Date.now(),
@@ -34,13 +36,14 @@ export const systemClock: Clock = {
     new Promise<void>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
       const until = Date.now() + ms;
+      const latest = performance.now() + ms + 100;
       let timer: NodeJS.Timeout | undefined;
       const onAbort = () => {
         clearTimeout(timer);
         reject(signal!.reason);
       };
       const wait = () => {
-        const left = until - Date.now();
+        const left = Math.min(until - Date.now(), latest - performance.now());
         if (left > 0) {
           timer = setTimeout(wait, left);
           return;

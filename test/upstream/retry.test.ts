@@ -68,6 +68,16 @@ describe('upstream retry: the system clock', () => {
     expect(systemClock.now() - t0).toBeGreaterThanOrEqual(40);
   });
 
+  it('still wakes up when the wall clock is set back while it sleeps', async () => {
+    const real = Date.now.bind(Date);
+    let offset = 0;
+    vi.spyOn(Date, 'now').mockImplementation(() => real() - offset);
+    const sleeping = systemClock.sleep(30);
+    offset = 3_600_000; // an hour back, as an NTP step could
+    await sleeping; // ends by the monotonic clock; the test's own timeout would fail it otherwise
+    expect(systemClock.now()).toBeLessThan(real() - 3_000_000);
+  });
+
   it('stops sleeping when its signal aborts', async () => {
     const controller = new AbortController();
     const sleeping = systemClock.sleep(60_000, controller.signal);
