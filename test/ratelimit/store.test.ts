@@ -53,3 +53,73 @@ describe('MemoryRateLimitStore bounds', () => {
     await store.close();
   });
 });
+
+describe('MemoryRateLimitStore against a plain model of the sliding log', () => {
+  it('agrees on every decision over 4000 random checks, stamps ahead, reconciliations and expiries', async () => {
+    // A seeded generator (mulberry32): the same sequence on every run.
+    let seed = 0x10c;
+    const random = () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const LIMIT = 40;
+    const WINDOW = 1000;
+    let now = Date.UTC(2030, 0, 1);
+    const store = new MemoryRateLimitStore({ clock: () => now });
+    // The model: every entry kept, usage summed afresh each time.
+    let model: Array<{ ts: number; cost: number; id: string }> = [];
+    const live = () => model.filter((e) => e.ts > now - WINDOW).sort((a, b) => a.ts - b.ts);
+    const reservations: string[] = [];
+    let checks = 0;
+    for (let step = 0; step < 6000; step++) {
+      now += Math.floor(random() * 30);
+      if (random() < 0.3 && reservations.length > 0) {
+        const id = reservations[Math.floor(random() * reservations.length)]!;
+        const cost = Math.floor(random() * 6);
+        await store.reconcile(id, [{ key: 'k', windowMs: WINDOW, cost }], { now });
+        model = live();
+        const entry = model.find((e) => e.id === id);
+        if (entry && cost === 0) model = model.filter((e) => e !== entry);
+        else if (entry) entry.cost = cost;
+        continue;
+      }
+      checks++;
+      const cost = Math.floor(random() * 5);
+      const aheadMs = random() < 0.3 ? 300 : 0;
+      const decision = await store.check([{ key: 'k', limit: LIMIT, windowMs: WINDOW, cost }], { now, aheadMs });
+      const before = live();
+      const used = before.reduce((s, e) => s + e.cost, 0);
+      const need = cost === 0 ? 1 : cost;
+      const allowed = used + need <= LIMIT;
+      if (allowed && cost > 0) {
+        model = [...before, { ts: now + aheadMs, cost, id: decision.reservation! }];
+        reservations.push(decision.reservation!);
+      }
+      const after = live();
+      const usedAfter = after.reduce((s, e) => s + e.cost, 0);
+      let retryAfterMs = 0;
+      if (!allowed) {
+        let freed = 0;
+        retryAfterMs = WINDOW;
+        for (const e of after) {
+          freed += e.cost;
+          if (freed >= used + need - LIMIT) {
+            retryAfterMs = Math.max(1, e.ts + WINDOW - now);
+            break;
+          }
+        }
+      }
+      const newest = after.length ? Math.max(...after.map((e) => e.ts)) : undefined;
+      expect(decision.allowed, `step ${step}`).toBe(allowed);
+      expect(decision.rules[0], `step ${step}`).toMatchObject({
+        remaining: Math.max(0, LIMIT - usedAfter),
+        resetAtMs: newest === undefined ? now : newest + WINDOW,
+        retryAfterMs,
+      });
+    }
+    expect(checks).toBeGreaterThan(3000);
+    await store.close();
+  });
+});

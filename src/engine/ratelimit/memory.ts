@@ -10,19 +10,93 @@
 import type { CheckOptions, CostAdjustment, Decision, LeaseRequest, LeaseResult, LimitRule, RateLimitStore, RuleOutcome } from './port.js';
 import { idGenerator, needed, validateAdjustments, validateLease, validateRules } from './validate.js';
 
-interface Entry {
-  ts: number;
-  cost: number;
-  id: string;
-}
+/**
+ * One limit's entries, oldest first, as parallel arrays: the stamps and costs in typed arrays,
+ * the reservation ids in a plain one. No object per entry: a busy user's daily log holds
+ * thousands of entries, which as objects cost about 100 bytes each and had to be traced by
+ * every major garbage collection; here an entry is 16 bytes of numbers and a reference to its
+ * reservation's id (shared by the limits it was checked against).
+ */
+class Log {
+  ts = new Float64Array(8);
+  cost = new Float64Array(8);
+  ids: string[] = [];
+  /** Entries before `head` are expired and awaiting compaction; `end` is one past the newest. */
+  head = 0;
+  end = 0;
+  /** Sum of the costs of the entries in [head, end). */
+  used = 0;
 
-interface Log {
-  /** Sorted by ts; entries before `head` are expired and awaiting compaction. */
-  entries: Entry[];
-  head: number;
-  /** Sum of the costs of entries[head..]. */
-  used: number;
-  windowMs: number;
+  constructor(public windowMs: number) {}
+
+  /** The newest entry's stamp, or undefined when no entry counts. */
+  newest(): number | undefined {
+    return this.head < this.end ? this.ts[this.end - 1] : undefined;
+  }
+
+  /** Drops entries at or before `cutoff` (they no longer count) and compacts now and then. */
+  prune(cutoff: number): void {
+    while (this.head < this.end && this.ts[this.head]! <= cutoff) {
+      this.used -= this.cost[this.head]!;
+      this.head++;
+    }
+    if (this.head === this.end) {
+      this.head = this.end = 0;
+      this.ids.length = 0;
+    } else if (this.head > 32 && this.head * 2 > this.end) {
+      this.ts.copyWithin(0, this.head, this.end);
+      this.cost.copyWithin(0, this.head, this.end);
+      this.ids.copyWithin(0, this.head, this.end);
+      this.end -= this.head;
+      this.ids.length = this.end;
+      this.head = 0;
+    }
+  }
+
+  /** Adds an entry in stamp order (stamps ahead of now may precede a later-made entry). */
+  insert(ts: number, cost: number, id: string): void {
+    if (this.end === this.ts.length) {
+      const grown = (a: Float64Array) => {
+        const b = new Float64Array(a.length * 2);
+        b.set(a.subarray(0, this.end));
+        return b;
+      };
+      this.ts = grown(this.ts);
+      this.cost = grown(this.cost);
+    }
+    let i = this.end;
+    while (i > this.head && this.ts[i - 1]! > ts) i--;
+    if (i < this.end) {
+      this.ts.copyWithin(i + 1, i, this.end);
+      this.cost.copyWithin(i + 1, i, this.end);
+      this.ids.splice(i, 0, id);
+    } else {
+      this.ids[i] = id;
+    }
+    this.ts[i] = ts;
+    this.cost[i] = cost;
+    this.end++;
+    this.used += cost;
+  }
+
+  /** Replaces the cost of reservation `id`'s entry (removed at 0); false when it is not here. */
+  adjust(id: string, cost: number): boolean {
+    // Reconciliation follows its check closely, so the entry is near the end.
+    for (let i = this.end - 1; i >= this.head; i--) {
+      if (this.ids[i] !== id) continue;
+      this.used += cost - this.cost[i]!;
+      if (cost === 0) {
+        this.ts.copyWithin(i, i + 1, this.end);
+        this.cost.copyWithin(i, i + 1, this.end);
+        this.ids.splice(i, 1);
+        this.end--;
+      } else {
+        this.cost[i] = cost;
+      }
+      return true;
+    }
+    return false;
+  }
 }
 
 export interface MemoryRateLimitStoreOptions {
@@ -68,7 +142,7 @@ export class MemoryRateLimitStore implements RateLimitStore {
         const rule = rules[i]!;
         if (rule.cost === 0) continue;
         reservation ??= this.nextId();
-        insert(logs[i]!, { ts: stamp, cost: rule.cost, id: reservation });
+        logs[i]!.insert(stamp, rule.cost, reservation);
       }
     }
     const outcomes = rules.map((rule, i) => outcome(rule, logs[i]!, now, allowed));
@@ -81,16 +155,8 @@ export class MemoryRateLimitStore implements RateLimitStore {
     for (const adjustment of adjustments) {
       const log = this.logs.get(adjustment.key);
       if (!log) continue;
-      prune(log, now - adjustment.windowMs);
-      // Reconciliation follows its check closely, so the entry is near the end.
-      for (let i = log.entries.length - 1; i >= log.head; i--) {
-        const entry = log.entries[i]!;
-        if (entry.id !== reservation) continue;
-        log.used += adjustment.cost - entry.cost;
-        if (adjustment.cost === 0) log.entries.splice(i, 1);
-        else entry.cost = adjustment.cost;
-        break;
-      }
+      log.prune(now - adjustment.windowMs);
+      log.adjust(reservation, adjustment.cost);
     }
   }
 
@@ -131,11 +197,11 @@ export class MemoryRateLimitStore implements RateLimitStore {
       this.logs.delete(rule.key);
     } else {
       this.makeRoom();
-      log = { entries: [], head: 0, used: 0, windowMs: rule.windowMs };
+      log = new Log(rule.windowMs);
     }
     this.logs.set(rule.key, log);
     log.windowMs = rule.windowMs;
-    prune(log, now - rule.windowMs);
+    log.prune(now - rule.windowMs);
     return log;
   }
 
@@ -158,8 +224,8 @@ export class MemoryRateLimitStore implements RateLimitStore {
   private sweep(now: number): void {
     this.lastSweep = now;
     for (const [key, log] of this.logs) {
-      const last = log.entries[log.entries.length - 1];
-      if (!last || log.head >= log.entries.length || last.ts + log.windowMs <= now) this.logs.delete(key);
+      const newest = log.newest();
+      if (newest === undefined || newest + log.windowMs <= now) this.logs.delete(key);
     }
     for (const [key, set] of this.leases) {
       for (const [id, expiresAt] of set) if (expiresAt <= now) set.delete(id);
@@ -168,31 +234,9 @@ export class MemoryRateLimitStore implements RateLimitStore {
   }
 }
 
-/** Drops entries at or before `cutoff` (they no longer count) and compacts now and then. */
-function prune(log: Log, cutoff: number): void {
-  const { entries } = log;
-  while (log.head < entries.length && entries[log.head]!.ts <= cutoff) {
-    log.used -= entries[log.head]!.cost;
-    log.head++;
-  }
-  if (log.head > 32 && log.head * 2 > entries.length) {
-    log.entries = entries.slice(log.head);
-    log.head = 0;
-  }
-}
-
-function insert(log: Log, entry: Entry): void {
-  const { entries } = log;
-  let i = entries.length;
-  while (i > log.head && entries[i - 1]!.ts > entry.ts) i--;
-  if (i === entries.length) entries.push(entry);
-  else entries.splice(i, 0, entry);
-  log.used += entry.cost;
-}
-
 function outcome(rule: LimitRule, log: Log, now: number, allowed: boolean): RuleOutcome {
-  const last = log.entries[log.entries.length - 1];
-  const resetAtMs = last && log.head < log.entries.length ? last.ts + rule.windowMs : now;
+  const newest = log.newest();
+  const resetAtMs = newest !== undefined ? newest + rule.windowMs : now;
   const remaining = Math.max(0, rule.limit - log.used);
   return { key: rule.key, limit: rule.limit, remaining, resetAtMs, retryAfterMs: retryAfter(rule, log, now, allowed) };
 }
@@ -205,10 +249,9 @@ function retryAfter(rule: LimitRule, log: Log, now: number, allowed: boolean): n
   // Walk the oldest entries until enough of them have expired for `need` to fit.
   const excess = log.used + need - rule.limit;
   let freed = 0;
-  for (let i = log.head; i < log.entries.length; i++) {
-    const entry = log.entries[i]!;
-    freed += entry.cost;
-    if (freed >= excess) return Math.max(1, entry.ts + rule.windowMs - now);
+  for (let i = log.head; i < log.end; i++) {
+    freed += log.cost[i]!;
+    if (freed >= excess) return Math.max(1, log.ts[i]! + rule.windowMs - now);
   }
   return rule.windowMs;
 }
