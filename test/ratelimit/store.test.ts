@@ -54,17 +54,23 @@ describe('MemoryRateLimitStore bounds', () => {
   });
 });
 
+// A seeded generator (mulberry32): the same sequence on every run.
+let seed = 0;
+const random = () => {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+};
+
 describe('MemoryRateLimitStore against a plain model of the sliding log', () => {
-  it('agrees on every decision over 4000 random checks, stamps ahead, reconciliations and expiries', async () => {
-    // A seeded generator (mulberry32): the same sequence on every run.
-    let seed = 0x10c;
-    const random = () => {
-      seed = (seed + 0x6d2b79f5) | 0;
-      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-    const LIMIT = 40;
+  // Small logs under steady traffic; then large bursts that expire at once (the log grows,
+  // compacts and gives its room back).
+  it.each([
+    { name: 'steady', LIMIT: 40, tick: () => Math.floor(random() * 30) },
+    { name: 'bursts', LIMIT: 3000, tick: () => (random() < 0.002 ? 1100 : Math.floor(random() * 2)) },
+  ])('agrees on every decision with random checks, stamps ahead, reconciliations and expiries ($name)', async ({ LIMIT, tick }) => {
+    seed = 0x10c;
     const WINDOW = 1000;
     let now = Date.UTC(2030, 0, 1);
     const store = new MemoryRateLimitStore({ clock: () => now });
@@ -74,7 +80,7 @@ describe('MemoryRateLimitStore against a plain model of the sliding log', () => 
     const reservations: string[] = [];
     let checks = 0;
     for (let step = 0; step < 6000; step++) {
-      now += Math.floor(random() * 30);
+      now += tick();
       if (random() < 0.3 && reservations.length > 0) {
         const id = reservations[Math.floor(random() * reservations.length)]!;
         const cost = Math.floor(random() * 6);

@@ -40,17 +40,30 @@ class Log {
       this.used -= this.cost[this.head]!;
       this.head++;
     }
-    if (this.head === this.end) {
-      this.head = this.end = 0;
-      this.ids.length = 0;
-    } else if (this.head > 32 && this.head * 2 > this.end) {
+    if (this.head > 32 && this.head * 2 > this.end) this.compact();
+    else if (this.head === this.end) this.head = this.end = this.ids.length = 0;
+  }
+
+  /** Moves the live entries to the front; a burst's room is given back once it has expired. */
+  private compact(): void {
+    const live = this.end - this.head;
+    const room = Math.max(8, live * 2);
+    if (this.ts.length > room * 2) {
+      const smaller = (a: Float64Array) => {
+        const b = new Float64Array(room);
+        b.set(a.subarray(this.head, this.end));
+        return b;
+      };
+      this.ts = smaller(this.ts);
+      this.cost = smaller(this.cost);
+    } else {
       this.ts.copyWithin(0, this.head, this.end);
       this.cost.copyWithin(0, this.head, this.end);
-      this.ids.copyWithin(0, this.head, this.end);
-      this.end -= this.head;
-      this.ids.length = this.end;
-      this.head = 0;
     }
+    this.ids.copyWithin(0, this.head, this.end);
+    this.ids.length = live;
+    this.head = 0;
+    this.end = live;
   }
 
   /** Adds an entry in stamp order (stamps ahead of now may precede a later-made entry). */
