@@ -49,13 +49,8 @@ class Log {
     const live = this.end - this.head;
     const room = Math.max(8, live * 2);
     if (this.ts.length > room * 2) {
-      const smaller = (a: Float64Array) => {
-        const b = new Float64Array(room);
-        b.set(a.subarray(this.head, this.end));
-        return b;
-      };
-      this.ts = smaller(this.ts);
-      this.cost = smaller(this.cost);
+      this.ts = resized(this.ts, this.head, this.end, room);
+      this.cost = resized(this.cost, this.head, this.end, room);
     } else {
       this.ts.copyWithin(0, this.head, this.end);
       this.cost.copyWithin(0, this.head, this.end);
@@ -69,13 +64,8 @@ class Log {
   /** Adds an entry in stamp order (stamps ahead of now may precede a later-made entry). */
   insert(ts: number, cost: number, id: string): void {
     if (this.end === this.ts.length) {
-      const grown = (a: Float64Array) => {
-        const b = new Float64Array(a.length * 2);
-        b.set(a.subarray(0, this.end));
-        return b;
-      };
-      this.ts = grown(this.ts);
-      this.cost = grown(this.cost);
+      this.ts = resized(this.ts, 0, this.end, this.end * 2);
+      this.cost = resized(this.cost, 0, this.end, this.end * 2);
     }
     let i = this.end;
     while (i > this.head && this.ts[i - 1]! > ts) i--;
@@ -92,8 +82,8 @@ class Log {
     this.used += cost;
   }
 
-  /** Replaces the cost of reservation `id`'s entry (removed at 0); false when it is not here. */
-  adjust(id: string, cost: number): boolean {
+  /** Replaces the cost of reservation `id`'s entry (removed at 0), if it is here. */
+  adjust(id: string, cost: number): void {
     // Reconciliation follows its check closely, so the entry is near the end.
     for (let i = this.end - 1; i >= this.head; i--) {
       if (this.ids[i] !== id) continue;
@@ -106,10 +96,16 @@ class Log {
       } else {
         this.cost[i] = cost;
       }
-      return true;
+      return;
     }
-    return false;
   }
+}
+
+/** A new array of `size` holding `a[from, to)` at its start. */
+function resized(a: Float64Array, from: number, to: number, size: number) {
+  const b = new Float64Array(size);
+  b.set(a.subarray(from, to));
+  return b;
 }
 
 export interface MemoryRateLimitStoreOptions {
