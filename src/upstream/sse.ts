@@ -58,7 +58,6 @@ export function usageFromMessage(json: unknown): TokenUsage {
   return usage;
 }
 
-/** Parses events from a stream's bytes; `summary()` is readable at any time. */
 /**
  * Events the tap passes without reading their data (named by upstream's `event:` line).
  * Compared with `===`, not looked up in a Set: each name is a fresh substring of the stream,
@@ -68,6 +67,7 @@ function isContentEvent(name: string): boolean {
   return name === 'content_block_delta' || name === 'ping' || name === 'content_block_start' || name === 'content_block_stop';
 }
 
+/** Parses events from a stream's bytes; `summary()` is readable at any time. */
 export class SseTap {
   private readonly state: StreamSummary = {
     usage: emptyUsage(),
