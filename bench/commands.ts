@@ -1,3 +1,5 @@
+import type { ChildProcess } from 'node:child_process';
+
 /**
  * The IPC side of a benchmark child process: answers its parent's `{ cmd }` messages.
  * `cpu` → `{ cpuMicros }` (this process's CPU time so far, µs, every thread); `stop` runs
@@ -17,5 +19,13 @@ export function answerParent(stop: () => Promise<unknown>, extra: Record<string,
     } else if (Object.hasOwn(extra, message.cmd)) {
       void Promise.resolve(extra[message.cmd]!()).then((answer) => process.send!(answer));
     }
+  });
+}
+
+/** The parent's side of `cpu`: the child's CPU time so far (µs, every thread). */
+export function cpuOf(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    child.once('message', (m: { cpuMicros: number }) => resolve(m.cpuMicros));
+    child.send({ cmd: 'cpu' });
   });
 }

@@ -7,6 +7,7 @@ import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import { cpuOf } from '../commands.js';
 
 export interface Started {
   url: string;
@@ -33,14 +34,6 @@ export function start(role: string, args: string[], options: { env?: Record<stri
 /** Asks a server process to exit (once it has gone, there is nobody to ask). */
 export function stop(child: ChildProcess): void {
   if (child.connected) child.send({ cmd: 'stop' });
-}
-
-/** The process's CPU time so far (µs, every thread), asked over IPC (server.ts answers `cpu`). */
-export function cpuOf(child: ChildProcess): Promise<number> {
-  return new Promise((resolve) => {
-    child.once('message', (m: { cpuMicros: number }) => resolve(m.cpuMicros));
-    child.send({ cmd: 'cpu' });
-  });
 }
 
 const words = Array.from({ length: 60 }, (_, i) => `w${i}`).join(' ');

@@ -29,6 +29,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
+import { cpuOf } from '../commands.js';
 import { buildShipped, shipped } from '../shipped.js';
 import { median } from '../stats.js';
 
@@ -92,17 +93,12 @@ async function measure(simUrl: string, store: Measurement['store'], limits: Meas
       },
     ],
   };
-  const cpu = async () => {
-    child.send({ cmd: 'cpu' });
-    const [m] = (await once(child, 'message')) as [{ cpuMicros: number }];
-    return m.cpuMicros;
-  };
   await autocannon({ ...options, duration: 1 });
-  const cpuBefore = await cpu();
+  const cpuBefore = await cpuOf(child);
   const loadBefore = process.cpuUsage();
   const result = await autocannon({ ...options, duration: SECONDS });
   const load = process.cpuUsage(loadBefore);
-  const cpuPerRequest = (await cpu()) - cpuBefore;
+  const cpuPerRequest = (await cpuOf(child)) - cpuBefore;
   child.send({ cmd: 'stop' });
   await once(child, 'exit');
   const served = Math.max(1, result.requests.total);
