@@ -52,6 +52,23 @@ describe('MemoryRateLimitStore bounds', () => {
     expect(store.size).toBe(1);
     await store.close();
   });
+
+  it('forgets the least recently used key first (to the second)', async () => {
+    let now = Date.UTC(2030, 0, 1);
+    const store = new MemoryRateLimitStore({ maxKeys: 3, sweepIntervalMs: 3_600_000, clock: () => now });
+    const rule = (key: string, cost = 1) => [{ key, limit: 5, windowMs: 60_000, cost }];
+    for (const key of ['a', 'b', 'c']) await store.check(rule(key));
+    now += 1000;
+    await store.check(rule('a')); // a is now the most recently used
+    await store.check(rule('d')); // full: b goes
+    expect(store.size).toBe(3);
+    const remaining = async (key: string) => (await store.check(rule(key, 0))).rules[0]!.remaining;
+    expect(await remaining('a')).toBe(3);
+    expect(await remaining('c')).toBe(4);
+    expect(await remaining('d')).toBe(4);
+    expect(await remaining('b')).toBe(5); // forgotten: a fresh log
+    await store.close();
+  });
 });
 
 // A seeded generator (mulberry32): the same sequence on every run.

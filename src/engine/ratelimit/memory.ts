@@ -4,8 +4,8 @@
  * Node runs one check at a time on its event loop and `check` never awaits midway, so
  * every check is atomic without locks. Memory stays bounded: expired entries are dropped
  * as keys are touched, idle keys are swept at most every `sweepIntervalMs`, and past
- * `maxKeys` the least recently used keys are forgotten (which forgets their usage too:
- * the price of a bound, only paid under a flood of distinct keys).
+ * `maxKeys` the least recently used keys (to the second) are forgotten (which forgets their
+ * usage too: the price of a bound, only paid under a flood of distinct keys).
  */
 import type { CheckOptions, CostAdjustment, Decision, LeaseRequest, LeaseResult, LimitRule, RateLimitStore, RuleOutcome } from './port.js';
 import { idGenerator, needed, validateAdjustments, validateLease, validateRules } from './validate.js';
@@ -26,6 +26,8 @@ class Log {
   end = 0;
   /** Sum of the costs of the entries in [head, end). */
   used = 0;
+  /** When the store last moved this log to the most-recently-used end of its map. */
+  movedAt = 0;
 
   constructor(public windowMs: number) {}
 
@@ -107,6 +109,9 @@ function resized(a: Float64Array, from: number, to: number, size: number) {
   b.set(a.subarray(from, to));
   return b;
 }
+
+/** How stale the least-recently-used order of logs may be (see `log()`). */
+const LRU_RESOLUTION_MS = 1000;
 
 export interface MemoryRateLimitStoreOptions {
   /** Most keys (logs plus lease sets) kept; least recently used beyond it are dropped. Default 100 000. */
@@ -199,16 +204,23 @@ export class MemoryRateLimitStore implements RateLimitStore {
     this.leases.clear();
   }
 
-  /** The pruned log for a rule, moved to the most-recently-used end. */
+  /**
+   * The pruned log for a rule, moved to the most-recently-used end of `logs` unless it was
+   * moved there less than a second ago: the eviction order is exact to a second, and a busy
+   * key costs one lookup per check instead of a lookup, a delete and an insert.
+   */
   private log(rule: LimitRule, now: number): Log {
     let log = this.logs.get(rule.key);
-    if (log) {
-      this.logs.delete(rule.key);
-    } else {
+    if (!log) {
       this.makeRoom();
       log = new Log(rule.windowMs);
+      log.movedAt = now;
+      this.logs.set(rule.key, log);
+    } else if (now - log.movedAt >= LRU_RESOLUTION_MS || now < log.movedAt) {
+      this.logs.delete(rule.key);
+      this.logs.set(rule.key, log);
+      log.movedAt = now;
     }
-    this.logs.set(rule.key, log);
     log.windowMs = rule.windowMs;
     log.prune(now - rule.windowMs);
     return log;
