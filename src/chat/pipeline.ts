@@ -201,7 +201,7 @@ export class ChatPipeline {
     // The outcome's headers object is this request's own: the gateway's headers are added to
     // it in place (merging header objects by spreading cost about 10 µs a request).
     const headers = resilienceHeaders(outcome, outcome.headers);
-    rateLimitHeaders(admission, this.now(), headers);
+    rateLimitHeaders(admission, headers);
     const end = (status: number, result: ChatOutcome, usage: TokenUsage, errorType: string | null): SettlementEnd => ({
       status,
       outcome: result,

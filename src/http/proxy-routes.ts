@@ -115,7 +115,7 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
     const bytes = outcome.kind === 'stream' ? Buffer.alloc(0) : outcome.bytes;
     return reply
       .code(outcome.status)
-      .headers(withExtra(rateLimitHeaders(admission, Date.now(), resilienceHeaders(outcome, outcome.headers)), extraHeaders))
+      .headers(withExtra(rateLimitHeaders(admission, resilienceHeaders(outcome, outcome.headers)), extraHeaders))
       .send(bytes);
   });
 

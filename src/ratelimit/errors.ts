@@ -1,7 +1,6 @@
 /**
  * How a limit decision reaches a client: a 429 GatewayError naming the limit, and the
- * headers Anthropic's API sends (`anthropic-ratelimit-*`, reset in RFC 3339) plus the
- * common `x-ratelimit-*` equivalents (reset in seconds from now).
+ * headers Anthropic's API sends (`anthropic-ratelimit-*`, reset in RFC 3339).
  */
 import { GatewayError } from '../errors/index.js';
 import type { LimitDecision, LimitName, LimitStatus } from './limiter.js';
@@ -50,7 +49,7 @@ function moreConstraining(a: LimitStatus, b: LimitStatus | undefined): boolean {
   return a.remaining / a.limit < b.remaining / b.limit;
 }
 
-/** The six header names of each kind, built once (not per answer). */
+/** The three header names of each kind, built once (not per answer). */
 const HEADER_NAMES = {
   requests: namesOf('requests'),
   tokens: namesOf('tokens'),
@@ -61,22 +60,14 @@ function namesOf(kind: 'requests' | 'tokens') {
     limit: `anthropic-ratelimit-${kind}-limit`,
     remaining: `anthropic-ratelimit-${kind}-remaining`,
     reset: `anthropic-ratelimit-${kind}-reset`,
-    xLimit: `x-ratelimit-limit-${kind}`,
-    xRemaining: `x-ratelimit-remaining-${kind}`,
-    xReset: `x-ratelimit-reset-${kind}`,
   };
 }
 
-/** One limit's six headers: Anthropic's (reset in RFC 3339) and the x- ones (reset in seconds from now). */
-function statusHeaders(headers: Record<string, string>, names: ReturnType<typeof namesOf>, status: LimitStatus, now: number): void {
-  const limit = String(status.limit);
-  const remaining = String(status.remaining);
-  headers[names.limit] = limit;
-  headers[names.remaining] = remaining;
+/** One limit's three headers, as Anthropic sends them (reset in RFC 3339). */
+function statusHeaders(headers: Record<string, string>, names: ReturnType<typeof namesOf>, status: LimitStatus): void {
+  headers[names.limit] = String(status.limit);
+  headers[names.remaining] = String(status.remaining);
   headers[names.reset] = resetTime(status.resetAtMs);
-  headers[names.xLimit] = limit;
-  headers[names.xRemaining] = remaining;
-  headers[names.xReset] = String(Math.max(0, Math.ceil((status.resetAtMs - now) / 1000)));
 }
 
 let lastReset = { second: -1, text: '' };
@@ -90,12 +81,12 @@ function resetTime(ms: number): string {
 
 /**
  * Headers describing the most constraining request limit and the token limit:
- * `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` and
- * `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; when refused, also
- * `retry-after` (s) and `retry-after-ms`. Nothing for a decision with no limits. Added to
- * `into` (returned). Every answer carries these: one pass over the limits, no sorting.
+ * `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`, the set Anthropic's API
+ * sends; when refused, also `retry-after` (s) and `retry-after-ms`. Nothing for a decision
+ * with no limits. Added to `into` (returned). Every answer carries these: one pass over the
+ * limits, no sorting.
  */
-export function rateLimitHeaders(decision: LimitDecision, now = Date.now(), into: Record<string, string> = {}): Record<string, string> {
+export function rateLimitHeaders(decision: LimitDecision, into: Record<string, string> = {}): Record<string, string> {
   const headers = into;
   let requests: LimitStatus | undefined;
   let tokens: LimitStatus | undefined;
@@ -106,8 +97,8 @@ export function rateLimitHeaders(decision: LimitDecision, now = Date.now(), into
       requests = status;
     }
   }
-  if (requests) statusHeaders(headers, HEADER_NAMES.requests, requests, now);
-  if (tokens) statusHeaders(headers, HEADER_NAMES.tokens, tokens, now);
+  if (requests) statusHeaders(headers, HEADER_NAMES.requests, requests);
+  if (tokens) statusHeaders(headers, HEADER_NAMES.tokens, tokens);
   const binding = decision.allowed ? undefined : bindingLimit(decision);
   if (binding) {
     headers['retry-after'] = String(Math.max(1, Math.ceil(binding.retryAfterMs / 1000)));
