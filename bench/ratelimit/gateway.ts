@@ -3,7 +3,8 @@
  * Redis store, in one run; then the stores' raw checks per second (bench/ratelimit/store.ts).
  *
  *   npx tsx bench/ratelimit/gateway.ts
- *   BENCH_ROUNDS=5 BENCH_SLICES=3 BENCH_SECONDS=2 BENCH_REDIS_URL=redis://127.0.0.1:6379 npx tsx bench/ratelimit/gateway.ts
+ *   BENCH_ROUNDS=9 BENCH_SLICES=10 BENCH_SECONDS=2 BENCH_REDIS_URL=redis://127.0.0.1:6379 npx tsx bench/ratelimit/gateway.ts
+ *   BENCH_STORES=memory npx tsx bench/ratelimit/gateway.ts    (one store only: memory or redis)
  *
  * The load: autocannon with 50 connections POSTing non-streaming /v1/messages, requests
  * spread over 50 users' personal tokens, against a gateway on SQLite with the simulator as
@@ -17,9 +18,12 @@
  * of the comparison so share one process: on this machine a process keeps the speed it
  * started with, and two processes running the same code have measured up to 40% apart for
  * their whole life (docs/benchmarks.md), which decided earlier separate-process runs of this
- * bench round by round. Fresh processes per round (BENCH_ROUNDS, 5 by default) still
+ * bench round by round. Fresh processes per round (BENCH_ROUNDS, 9 by default) still
  * sample that lottery; a round's on/off is its requests served with limits on over those
- * served off (the same time each), the result is the median of the rounds.
+ * served off (the same time each), the result is the median of the rounds. The defaults
+ * (9 rounds of 10 slice pairs, about 15 minutes) are what it takes on a machine whose speed
+ * swings within seconds to measure a cost of a few percent to within about a point; runs of
+ * 5–7 rounds of 3–5 pairs landed up to 7 points apart.
  *
  * Beside req/s, the process's CPU time per request (all its threads, `process.cpuUsage`)
  * over each slice: "off/on (CPU per request)" is the throughput ratio a CPU-bound gateway
@@ -40,8 +44,8 @@ import { buildShipped, shipped } from '../shipped.js';
 import { median } from '../stats.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-const SLICES = Number(process.env.BENCH_SLICES ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
+const SLICES = Number(process.env.BENCH_SLICES ?? 10);
 const STORES = (process.env.BENCH_STORES ?? 'memory,redis').split(',') as Array<'memory' | 'redis'>;
 const CONNECTIONS = 50;
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -91,7 +95,6 @@ async function startPair(simUrl: string, store: Slice['store'], prefix: string):
       BENCH_USERS: '50',
       BENCH_GATEWAYS: JSON.stringify({ on: ON, off: OFF }),
       ...(store === 'redis' ? { REDIS_URL, REDIS_KEY_PREFIX: prefix } : {}),
-      ...(process.env.BENCH_NO_X ? { BENCH_NO_X: '1' } : {}),
     },
   });
   const [gateways] = (await once(child, 'message')) as [Record<'on' | 'off', Served>];
