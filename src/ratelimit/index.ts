@@ -14,7 +14,8 @@ export type {
   StreamLease,
   TokenReservation,
 } from './limiter.js';
-export { RateLimiter, ipGroup } from './limiter.js';
+export { RateLimiter } from './limiter.js';
+export { ipGroup } from './keys.js';
 export type { GuardedAuthenticateOptions } from './auth-failures.js';
 export { authenticateWithinFailureLimit } from './auth-failures.js';
 export { bindingLimit, rateLimitError, rateLimitHeaders } from './errors.js';

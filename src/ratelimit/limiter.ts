@@ -4,7 +4,6 @@
  * into `rateLimitError(decision)` and `rateLimitHeaders(decision)` (errors.ts).
  */
 import { randomUUID } from 'node:crypto';
-import { isIPv6 } from 'node:net';
 import { z } from 'zod';
 import type { CostAdjustment, LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
 import { GatewayError } from '../errors/index.js';
@@ -12,30 +11,10 @@ import type { Allowance, AllowancePolicy, AllowanceRule } from './allowances.js'
 import { Allowances, DEFAULT_ALLOWANCE_POLICY, freeOf } from './allowances.js';
 import type { RateLimitConfig, TierLimits, TierOverride } from './tiers.js';
 import { applyOverride, tierOverrideSchema, tierTable } from './tiers.js';
+import { UserKeyCache, ipGroup, leasableKey } from './keys.js';
 
 const MINUTE = 60_000;
 const DAY = 86_400_000;
-/** Users whose store keys are kept made (past it the cache starts again empty). */
-const MAX_CACHED_USER_KEYS = 10_000;
-
-interface UserKeys {
-  user: string;
-  rpm: string;
-  rpd: string;
-  tpm: string;
-  streams: string;
-  /** The allowance key (user and limits) last made, and the limits it was made for. */
-  leasable?: { key: string; rpm: number; rpd: number; tpm: number };
-}
-
-/** The allowances' key for a user under these limits (a change of limits starts a new allowance). */
-function leasableKey(keys: UserKeys, limits: TierLimits): string {
-  const last = keys.leasable;
-  if (last !== undefined && last.rpm === limits.rpm && last.rpd === limits.rpd && last.tpm === limits.tpm) return last.key;
-  keys.leasable = { key: `${keys.user}|${limits.rpm}|${limits.rpd}|${limits.tpm}`, rpm: limits.rpm, rpd: limits.rpd, tpm: limits.tpm };
-  return keys.leasable.key;
-}
-
 export type LimitName =
   | 'requests_per_minute'
   | 'requests_per_day'
@@ -188,12 +167,8 @@ export class RateLimiter {
   private readonly timeoutMs: number;
   private readonly warnedTiers = new Set<string>();
   private readonly allowances: Allowances | undefined;
-  /**
-   * Each user's store keys, made once: a key built afresh for every request has to be
-   * flattened, hashed and compared again by every lookup (about a fifth of the in-process
-   * store's time per check, measured in a CPU profile of the gateway).
-   */
-  private readonly userKeys = new Map<string, UserKeys>();
+  /** Each user's store keys, made once (keys.ts). */
+  private readonly keys = new UserKeyCache();
 
   constructor(options: RateLimiterOptions) {
     this.config = options.config;
@@ -221,18 +196,6 @@ export class RateLimiter {
   /** False when RATE_LIMIT_AUTH_FAILURES_PER_MIN is 0: failed authentications are not limited. */
   get limitsAuthFailures(): boolean {
     return this.config.rateLimitAuthFailuresPerMin > 0;
-  }
-
-  /** `userId`'s store keys (`u:{id}` keeps a user's keys in one Redis Cluster slot). */
-  private keysOf(userId: string): UserKeys {
-    let keys = this.userKeys.get(userId);
-    if (keys === undefined) {
-      const user = `u:{${userId}}`;
-      keys = { user, rpm: `${user}:rpm`, rpd: `${user}:rpd`, tpm: `${user}:tpm`, streams: `${user}:streams` };
-      if (this.userKeys.size >= MAX_CACHED_USER_KEYS) this.userKeys.clear();
-      this.userKeys.set(userId, keys);
-    }
-    return keys;
   }
 
   /** The limits that apply to a tier with an optional override. */
@@ -264,7 +227,7 @@ export class RateLimiter {
         { reason: 'request_exceeds_token_limit' },
       );
     }
-    const keys = this.keysOf(userId);
+    const keys = this.keys.of(userId);
     const reserved = Math.min(estimatedInputTokens + maxTokens, limits.tpm);
     const named: [LimitName, LimitRule][] = [];
     if (limits.rpm > 0) named.push(['requests_per_minute', { key: keys.rpm, limit: limits.rpm, windowMs: MINUTE, cost: 1 }]);
@@ -317,7 +280,7 @@ export class RateLimiter {
     const { userId, tier, override, leaseId } = checkedStream(input);
     const { concurrent } = this.limitsFor(tier, override);
     if (concurrent === 0) return { allowed: true, limits: [], degraded: false };
-    const lease: StreamLease = { key: this.keysOf(userId).streams, leaseId: leaseId ?? randomUUID(), limit: concurrent, ttlMs: this.config.rateLimitLeaseTtl };
+    const lease: StreamLease = { key: this.keys.of(userId).streams, leaseId: leaseId ?? randomUUID(), limit: concurrent, ttlMs: this.config.rateLimitLeaseTtl };
     const result = await this.guard('acquire', () => this.store.acquire({ key: lease.key, limit: lease.limit, leaseId: lease.leaseId, ttlMs: lease.ttlMs }));
     if (!result) return { allowed: true, limits: [], degraded: true };
     const status: LimitStatus = {
@@ -419,16 +382,4 @@ function admittedFrom(allowance: Allowance, reserved: number): RequestAdmission 
   // Nothing reserved (count_tokens), nothing to settle: the allowance does not wait for it.
   if (tokens && reserved > 0) admission.reservation = { id: allowance.id, key: tokens.key, windowMs: tokens.windowMs, reserved, allowance };
   return admission;
-}
-
-/** IPv4 as is; IPv6 by its /64 (one subscriber's allocation), IPv4-mapped IPv6 as IPv4. */
-export function ipGroup(ip: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  if (mapped) return mapped[1]!;
-  if (!isIPv6(ip)) return ip;
-  const [head = '', tail = ''] = ip.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  const full = ip.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
-  return `${full.slice(0, 4).map((h) => parseInt(h, 16).toString(16)).join(':')}::/64`;
 }
