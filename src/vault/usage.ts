@@ -196,8 +196,9 @@ export class UsageLedger {
   /**
    * Inserts one record; resolves once the database has it (durable as the database is).
    * Records are written in batches, one multi-row INSERT (and one commit, the expensive
-   * part: an fsync on SQLite) every `flushIntervalMs` at most, so a busy gateway pays one
-   * commit per interval, not per request. A failed write rejects every record of its batch.
+   * part: a round trip on PostgreSQL, the write-ahead log on SQLite) every
+   * `flushIntervalMs` at most, so a busy gateway pays one commit per interval, not per
+   * request. A failed write rejects every record of its batch.
    * A process killed in between loses at most the records of that interval, which the
    * callers have not yet been told are written.
    */

@@ -42,6 +42,21 @@ describe('usage rows written by a worker thread on a SQLite file', () => {
       { request_id: 'req_w2', input_tokens: 12 },
     ]);
 
+    // The thread binds values by position: every column lands where it belongs.
+    const full = usage({
+      requestId: 'req_wfull', userId: 'usr_full', sessionId: 'ses_full', personalTokenId: 'pat_full', keyId: 'key_full', model: 'claude-opus-4-1', stream: true,
+      inputTokens: 1, outputTokens: 2, cacheCreationInputTokens: 3, cacheReadInputTokens: 4, status: 529, outcome: 'failed_midstream', errorType: 'overloaded_error',
+      latencyMs: 5, ttfbMs: 6, retries: 7, fallback: 'claude-sonnet-4-5', createdAt: 1_700_000_000_123,
+    });
+    await ledger.record(full);
+    const { id, ...written } = await db.selectFrom('usage_records').selectAll().where('request_id', '=', 'req_wfull').executeTakeFirstOrThrow();
+    expect(id).toMatch(/^use_[0-9a-f]{32}$/);
+    expect(written).toEqual({
+      request_id: 'req_wfull', user_id: 'usr_full', session_id: 'ses_full', personal_token_id: 'pat_full', key_id: 'key_full', model: 'claude-opus-4-1', stream: 1,
+      input_tokens: 1, output_tokens: 2, cache_creation_input_tokens: 3, cache_read_input_tokens: 4, status: 529, outcome: 'failed_midstream', error_type: 'overloaded_error',
+      latency_ms: 5, ttfb_ms: 6, retries: 7, fallback: 'claude-sonnet-4-5', created_at: 1_700_000_000_123,
+    });
+
     // A batch the database refuses (the table is gone) fails as a whole, each record rejected.
     await db.schema.alterTable('usage_records').renameTo('usage_records_away').execute();
     const refused = await Promise.allSettled([ledger.record(usage({ requestId: 'req_w3' })), ledger.record(usage({ requestId: 'req_w4' }))]);
