@@ -5,11 +5,12 @@
  *
  * Usage rules (REFERENCE.md): input and cache tokens come from `message_start.message.usage`;
  * `message_delta.usage` is cumulative, gives the final output tokens and may also carry input
- * and cache tokens (which then win). JSON is parsed, never matched by byte layout. Unknown
- * events pass through untouched and are ignored by the parser.
+ * and cache tokens (which then win). Usage is read from parsed JSON, never matched by byte
+ * layout. Unknown events pass through untouched and are ignored by the parser.
  */
 import { StringDecoder } from 'node:string_decoder';
 import { createParser } from 'eventsource-parser';
+import type { EventSourceParser } from 'eventsource-parser';
 import type { AnthropicErrorType } from '../errors/index.js';
 
 export interface TokenUsage {
@@ -59,15 +60,42 @@ export function usageFromMessage(json: unknown): TokenUsage {
 }
 
 /**
- * Events the tap passes without reading their data (named by upstream's `event:` line).
- * Compared with `===`, not looked up in a Set: each name is a fresh substring of the stream,
- * which a Set would hash first, and these are most of a stream's events.
+ * Events the tap passes without reading their data (named by upstream's `event:` line), as
+ * bytes: most of a stream's events, recognised without decoding them.
  */
-function isContentEvent(name: string): boolean {
-  return name === 'content_block_delta' || name === 'ping' || name === 'content_block_start' || name === 'content_block_stop';
+const CONTENT_EVENTS = ['content_block_delta', 'ping', 'content_block_start', 'content_block_stop'];
+/** Each content event's name line and the start of its data line, as bytes: one comparison reads both. */
+const CONTENT_HEADS: readonly Uint8Array[] = CONTENT_EVENTS.map((name) => Buffer.from(`${name}\ndata: `));
+
+const LF = 0x0a;
+const CR = 0x0d;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const EVENT_FIELD = Buffer.from('event: ');
+const DATA_FIELD = Buffer.from('data: ');
+/** Longest event name the fast path reads (Anthropic's are under 32 bytes). */
+const MAX_NAME = 64;
+/** Bytes of an unfinished event kept between chunks before the tap hands the stream to the full parser. */
+const MAX_PENDING = 64 * 1024;
+
+/** `buf[at, at + bytes.length)` equals `bytes` (a few bytes: a loop beats a native call). */
+function startsWith(buf: Uint8Array, at: number, bytes: Uint8Array): boolean {
+  if (at + bytes.length > buf.length) return false;
+  for (let i = 0; i < bytes.length; i++) if (buf[at + i] !== bytes[i]) return false;
+  return true;
 }
 
-/** Parses events from a stream's bytes; `summary()` is readable at any time. */
+/**
+ * Parses events from a stream's bytes; `summary()` is readable at any time.
+ *
+ * Events in the form Anthropic sends (`event: NAME\ndata: JSON\n\n`, LF line ends) are read
+ * from the bytes as they are: a content event is recognised by its name's bytes and checked
+ * for the shape of a JSON object by its data's first and last byte, so it costs no decoding
+ * and no allocation; only the few other events have their data decoded and parsed. Any other
+ * framing (comments, several data lines, other fields, a BOM) goes through eventsource-parser
+ * one whole event at a time, and from the first CR on (CRLF or CR line ends), or an event
+ * larger than MAX_PENDING, the rest of the stream does.
+ */
 export class SseTap {
   private readonly state: StreamSummary = {
     usage: emptyUsage(),
@@ -79,12 +107,26 @@ export class SseTap {
     malformed: false,
     events: 0,
   };
-  private readonly decoder = new StringDecoder('utf8');
-  private readonly parser = createParser({ onEvent: (e) => this.onEvent(e.event, e.data) });
+  /** The bytes of an event not yet complete (a copy), read again with the next chunk. */
+  private pending: Buffer | undefined;
+  /** The full parser, made when the stream first needs it; with `decoder`, it reads everything from then on when `whole` is set. */
+  private parser: EventSourceParser | undefined;
+  private decoder: StringDecoder | undefined;
+  private whole = false;
 
   /** Feeds raw bytes (any split, even mid UTF-8 character). */
   push(chunk: Uint8Array): void {
-    this.parser.feed(this.decoder.write(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)));
+    let buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (this.whole) return this.feedWhole(buf);
+    if (this.pending) {
+      buf = Buffer.concat([this.pending, buf]);
+      this.pending = undefined;
+    }
+    if (buf.indexOf(CR) !== -1) return this.feedWhole(buf);
+    const end = this.read(buf);
+    if (end === buf.length) return;
+    if (buf.length - end > MAX_PENDING) return this.feedWhole(buf.subarray(end));
+    this.pending = Buffer.from(buf.subarray(end));
   }
 
   /** A copy of what has been learnt so far. */
@@ -105,12 +147,80 @@ export class SseTap {
     return this.summary();
   }
 
-  private onEvent(name: string | undefined, data: string): void {
+  /** Reads the complete events of `buf` (LF line ends only); returns where the unfinished rest starts. */
+  private read(buf: Buffer): number {
+    let pos = 0;
+    while (pos < buf.length) {
+      if (buf[pos] === LF) {
+        pos++; // a blank line between events
+        continue;
+      }
+      const next = this.readCanonical(buf, pos);
+      if (next > 0) {
+        pos = next;
+        continue;
+      }
+      if (next === 0) return pos; // unfinished
+      // Another framing: this whole event through the full parser.
+      const end = buf.indexOf('\n\n', pos);
+      if (end === -1) return pos;
+      this.feedParser(buf.toString('utf8', pos, end + 2));
+      pos = end + 2;
+    }
+    return pos;
+  }
+
+  /**
+   * Reads an `event: NAME\ndata: DATA\n\n` event at `pos`; returns the position after it,
+   * 0 when the bytes end before it does, -1 when the event has another form.
+   */
+  private readCanonical(buf: Buffer, pos: number): number {
+    if (!startsWith(buf, pos, EVENT_FIELD)) return buf.length - pos < EVENT_FIELD.length && EVENT_FIELD.subarray(0, buf.length - pos).equals(buf.subarray(pos)) ? 0 : -1;
+    const nameStart = pos + EVENT_FIELD.length;
+    for (const head of CONTENT_HEADS) {
+      if (!startsWith(buf, nameStart, head)) continue;
+      const dataStart = nameStart + head.length;
+      const dataEnd = buf.indexOf(LF, dataStart);
+      if (dataEnd === -1 || dataEnd + 1 >= buf.length) return 0;
+      if (buf[dataEnd + 1] !== LF) return -1; // more lines in this event
+      this.state.events += 1;
+      if (dataEnd === dataStart || buf[dataStart] !== OPEN_BRACE || buf[dataEnd - 1] !== CLOSE_BRACE) this.state.malformed = true;
+      return dataEnd + 2;
+    }
+    let nameEnd = nameStart;
+    while (nameEnd < buf.length && buf[nameEnd] !== LF) if (++nameEnd - nameStart > MAX_NAME) return -1;
+    if (nameEnd + 1 + DATA_FIELD.length > buf.length) return 0;
+    if (nameEnd === nameStart || !startsWith(buf, nameEnd + 1, DATA_FIELD)) return -1;
+    const dataStart = nameEnd + 1 + DATA_FIELD.length;
+    const dataEnd = buf.indexOf(LF, dataStart);
+    if (dataEnd === -1 || dataEnd + 1 >= buf.length) return 0;
+    if (buf[dataEnd + 1] !== LF) return -1; // more lines in this event
     this.state.events += 1;
-    // Content events carry no usage or status, and are most of a stream: not parsed, only
-    // checked for the shape of a whole JSON object (a truncated event is still flagged).
-    if (name !== undefined && isContentEvent(name)) {
-      if (data.charCodeAt(0) !== 123 || data.charCodeAt(data.length - 1) !== 125) this.state.malformed = true;
+    this.onEvent(buf.toString('utf8', nameStart, nameEnd), buf.toString('utf8', dataStart, dataEnd));
+    return dataEnd + 2;
+  }
+
+  private feedParser(text: string): void {
+    this.parser ??= createParser({
+      onEvent: (e) => {
+        this.state.events += 1;
+        this.onEvent(e.event || undefined, e.data);
+      },
+    });
+    this.parser.feed(text);
+  }
+
+  /** Everything from here on through the full parser. */
+  private feedWhole(buf: Buffer): void {
+    this.whole = true;
+    this.decoder ??= new StringDecoder('utf8');
+    this.feedParser(this.decoder.write(buf));
+  }
+
+  /** A decoded event (content events arriving in another framing included). */
+  private onEvent(name: string | undefined, data: string): void {
+    if (name !== undefined && CONTENT_EVENTS.includes(name)) {
+      if (data.charCodeAt(0) !== OPEN_BRACE || data.charCodeAt(data.length - 1) !== CLOSE_BRACE) this.state.malformed = true;
       return;
     }
     let json: Record<string, unknown>;

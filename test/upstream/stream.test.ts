@@ -184,6 +184,53 @@ describe('SseTap', () => {
     }
   });
 
+  it('reads other framings with LF line ends too, event by event, and line ends that change mid-stream', () => {
+    // Events not in the `event: NAME\ndata: JSON\n\n` form Anthropic sends take the full parser, one at a time.
+    const framed =
+      '\uFEFF: a comment\n' +
+      'event:message_start\ndata: {"type":"message_start","message":{"id":"msg_3","model":"m3",\ndata: "usage":{"input_tokens":7,"output_tokens":1}}}\n\n' +
+      'event: ping\nid: 3\nretry: 100\n\n' +
+      'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"ü"}}\n\n' +
+      'data: {"type":"content_block_delta","delta":{"text":"x"}}\nevent: content_block_delta\n\n' +
+      'event: nothing_but_a_name\n\n' +
+      ': keep-alive\n\n\n' +
+      'event: message_delta\ndata: {"type": "message_delta", "delta": {"stop_reason": "end_turn"},\ndata: "usage": {"output_tokens": 9}}\n\n' +
+      'event: message_stop\ndata: {"type":"message_stop"}\n\n';
+    // The first events with LF, the rest with CRLF.
+    const cut = text.indexOf('event: message_delta');
+    const mixed = text.slice(0, cut) + text.slice(cut).replaceAll('\n', '\r\n');
+    const cases = [
+      { bytes: Buffer.from(framed), summary: { usage: { inputTokens: 7, outputTokens: 9, cacheCreationInputTokens: 0, cacheReadInputTokens: 0 }, messageId: 'msg_3', model: 'm3', stopReason: 'end_turn', events: 5 } },
+      { bytes: Buffer.from(mixed), summary: { usage: { inputTokens: 380, outputTokens: 65, cacheCreationInputTokens: 4, cacheReadInputTokens: 5 }, messageId: 'msg_1', model: 'm', stopReason: 'max_tokens', events: 5 } },
+    ];
+    for (const { bytes, summary } of cases) {
+      for (const size of [1, 2, 5, 40, bytes.length]) {
+        const tap = new SseTap();
+        for (let i = 0; i < bytes.length; i += size) tap.push(bytes.subarray(i, i + size));
+        expect(tap.summary(), `split every ${size} bytes`).toEqual({ ...summary, error: null, complete: true, malformed: false });
+      }
+    }
+  });
+
+  it('reads an event larger than the bytes it keeps between chunks (64 KB), then the events after it', () => {
+    const big = `event: content_block_delta\ndata: ${JSON.stringify({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'x'.repeat(200_000) } })}\n\n`;
+    const cut = text.indexOf('event: content_block_delta');
+    const bytes = Buffer.from(text.slice(0, cut) + big + text.slice(cut));
+    for (const size of [4096, 70_000, bytes.length]) {
+      const tap = new SseTap();
+      for (let i = 0; i < bytes.length; i += size) tap.push(bytes.subarray(i, i + size));
+      expect(tap.summary(), `split every ${size} bytes`).toMatchObject({ usage: { inputTokens: 380, outputTokens: 65 }, stopReason: 'max_tokens', complete: true, malformed: false, events: 6 });
+    }
+  });
+
+  it('flags a content event whose data is not a whole JSON object, in either framing', () => {
+    for (const framing of ['event: content_block_delta\ndata: {"type":"content_block_delta"\n\n', 'data: {"type":"content_block_delta"\nevent: ping\n\n']) {
+      const tap = new SseTap();
+      tap.push(Buffer.from(framing));
+      expect(tap.summary(), framing).toMatchObject({ malformed: true, events: 1 });
+    }
+  });
+
   it('flags an unparsable event instead of throwing', () => {
     const tap = new SseTap();
     tap.push(Buffer.from('event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_de\n\n'));
