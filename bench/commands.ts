@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /**
  * The IPC side of a benchmark child process: answers its parent's `{ cmd }` messages.
@@ -28,4 +29,24 @@ export function cpuOf(child: ChildProcess): Promise<number> {
     child.once('message', (m: { cpuMicros: number }) => resolve(m.cpuMicros));
     child.send({ cmd: 'cpu' });
   });
+}
+
+/** Sends `{ cmd }` to a child answering with `answerParent` (an `extra` command); resolves with its answer. */
+export function ask<T>(child: ChildProcess, cmd: string): Promise<T> {
+  return new Promise((resolve) => {
+    child.once('message', (m: T) => resolve(m));
+    child.send({ cmd });
+  });
+}
+
+/** CPU time of a process's main thread so far (µs), from /proc (Linux); undefined elsewhere. */
+export function mainThreadCpuOf(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime, in clock ticks (100 per second on Linux).
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  } catch {
+    return undefined;
+  }
 }

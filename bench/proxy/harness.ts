@@ -7,7 +7,7 @@ import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { cpuOf } from '../commands.js';
+import { ask, cpuOf, mainThreadCpuOf } from '../commands.js';
 
 export interface Started {
   url: string;
@@ -45,11 +45,30 @@ export const headersOf = (key: string, stream: boolean): Record<string, string> 
   ...(stream ? { 'x-sim-fault': '{"deltas":50}' } : {}),
 });
 
-/** autocannon against `url`/v1/messages for `duration` s; req/s, latency and the target's CPU per request. */
+/**
+ * autocannon against `url`/v1/messages for `duration` s; req/s, latency, and per request the
+ * target's CPU (all threads, and its main thread alone) and the bytes its main thread allocated.
+ */
 export async function load(target: { url: string; key: string; child: ChildProcess }, stream: boolean, duration: number, connections: number) {
+  const pid = target.child.pid!;
+  await ask(target.child, 'gc-start');
   const cpuBefore = await cpuOf(target.child);
+  const mainBefore = mainThreadCpuOf(pid);
   const result = await autocannon({ url: `${target.url}/v1/messages`, method: 'POST', connections, duration, headers: headersOf(target.key, stream), body: bodyOf(stream) });
   const cpu = (await cpuOf(target.child)) - cpuBefore;
+  const mainAfter = mainThreadCpuOf(pid);
+  const gc = await ask<{ allocated: number; collections: number; pauseMicros: number }>(target.child, 'gc-stop');
   if (result.non2xx > 0 || result.errors > 0) throw new Error(`${target.url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, cpuPerRequest: cpu / Math.max(1, result.requests.total) };
+  const served = Math.max(1, result.requests.total);
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    /** µs of CPU per request, every thread of the server process. */
+    cpuPerRequest: cpu / served,
+    /** µs of CPU per request on the main thread (the event loop); NaN where /proc is missing. */
+    mainCpuPerRequest: mainBefore === undefined || mainAfter === undefined ? Number.NaN : (mainAfter - mainBefore) / served,
+    /** Bytes the main thread allocated per request (every collection's heap growth, summed). */
+    allocatedPerRequest: gc.allocated / served,
+  };
 }

@@ -12,6 +12,10 @@
  * Server CPU: each server process's CPU time (every thread) over the throughput window,
  * divided by the requests served: steadier than req/s on a shared machine; "bare/gateway CPU
  * per request" is the throughput ratio a CPU-bound gateway would reach on a machine of its own.
+ * "main thread" is the event loop's share (from /proc; the rest is V8's garbage-collection
+ * helpers, the gateway's usage writer and libuv's threads), "KB allocated" what the main
+ * thread allocated per request (V8's GCProfiler: the heap's growth between collections), which
+ * garbage collection costs in proportion to.
  * BENCH_ROUNDS=N (5 by default) repeats the throughput measurements N times and reports medians;
  * "gateway/bare throughput" is the median of each round's own ratio, its two sides measured
  * back to back (bare and gateway taking turns going first). Each round starts its own bare
@@ -82,7 +86,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 type Throughput = Awaited<ReturnType<typeof load>>;
 const runs = new Map<string, Throughput[]>(); // `${mode}|${target}` → one per round
 const ratios = new Map<string, number[]>(); // mode → gateway/bare req/s, per round
-const rows: Array<{ mode: string; target: string; rps: number; cpu: number; p50: number; p99: number; seqP50: number; seqP99: number }> = [];
+const rows: Array<{ mode: string; target: string; rps: number; cpu: number; mainCpu: number; allocated: number; p50: number; p99: number; seqP50: number; seqP99: number }> = [];
 const modeOf = (stream: boolean) => (stream ? 'stream (50 deltas)' : 'non-streaming');
 try {
   for (let round = 0; round < ROUNDS; round++) {
@@ -97,7 +101,8 @@ try {
         await load(t, stream, 2);
         got[t.name] = await load(t, stream, seconds);
         runs.set(`${mode}|${t.name}`, [...(runs.get(`${mode}|${t.name}`) ?? []), got[t.name]!]);
-        console.error(`round ${round + 1} ${mode} ${t.name}: ${Math.round(got[t.name]!.rps)} req/s, ${got[t.name]!.cpuPerRequest.toFixed(1)} µs CPU/request`);
+        const g = got[t.name]!;
+        console.error(`round ${round + 1} ${mode} ${t.name}: ${Math.round(g.rps)} req/s, ${g.cpuPerRequest.toFixed(1)} µs CPU/request (${g.mainCpuPerRequest.toFixed(1)} main thread), ${(g.allocatedPerRequest / 1024).toFixed(1)} KB allocated/request`);
       }
       ratios.set(mode, [...(ratios.get(mode) ?? []), got.gateway!.rps / got.bare!.rps]);
     }
@@ -107,7 +112,7 @@ try {
     for (const t of targets) {
       const lat = await hrtimeLatency(t.url, t.key, stream, sequential);
       const thr = runs.get(`${mode}|${t.name}`)!;
-      rows.push({ mode, target: t.name, rps: median(thr.map((x) => x.rps)), cpu: median(thr.map((x) => x.cpuPerRequest)), p50: median(thr.map((x) => x.p50)), p99: median(thr.map((x) => x.p99)), seqP50: lat.p50, seqP99: lat.p99 });
+      rows.push({ mode, target: t.name, rps: median(thr.map((x) => x.rps)), cpu: median(thr.map((x) => x.cpuPerRequest)), mainCpu: median(thr.map((x) => x.mainCpuPerRequest)), allocated: median(thr.map((x) => x.allocatedPerRequest)), p50: median(thr.map((x) => x.p50)), p99: median(thr.map((x) => x.p99)), seqP50: lat.p50, seqP99: lat.p99 });
       console.error(`${mode} ${t.name}: c1 p50 ${lat.p50.toFixed(3)} ms`);
     }
   }
@@ -117,8 +122,8 @@ try {
 
 const f = (n: number, d = 0) => n.toFixed(d);
 console.log(`\n${new Date().toISOString()} · ${connections} connections × ${seconds} s · ${ROUNDS} round(s), medians · ${sequential} sequential requests\n`);
-console.log('| mode | target | req/s (c50) | server CPU µs/request | c50 p50 ms | c50 p99 ms | c1 p50 ms | c1 p99 ms | c1 added p50 ms | vs direct | vs bare |');
-console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('| mode | target | req/s (c50) | server CPU µs/request | main thread µs/request | KB allocated/request | c50 p50 ms | c50 p99 ms | c1 p50 ms | c1 p99 ms | c1 added p50 ms | vs direct | vs bare |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 const summary: Record<string, number> = {};
 for (const r of rows) {
   const direct = rows.find((x) => x.mode === r.mode && x.target === 'direct')!;
@@ -133,7 +138,7 @@ for (const r of rows) {
     summary[`${r.mode} bare/gateway CPU per request`] = Number((bareRow.cpu / r.cpu).toFixed(3));
   }
   console.log(
-    `| ${r.mode} | ${r.target} | ${f(r.rps)} | ${f(r.cpu, 1)} | ${f(r.p50, 1)} | ${f(r.p99, 1)} | ${f(r.seqP50, 3)} | ${f(r.seqP99, 3)} | ${r.target === 'direct' ? '–' : f(added, 3)} | ${f(vsDirect * 100)}% | ${r.target === 'direct' ? '–' : `${f(vsBare * 100)}%`} |`,
+    `| ${r.mode} | ${r.target} | ${f(r.rps)} | ${f(r.cpu, 1)} | ${f(r.mainCpu, 1)} | ${f(r.allocated / 1024, 1)} | ${f(r.p50, 1)} | ${f(r.p99, 1)} | ${f(r.seqP50, 3)} | ${f(r.seqP99, 3)} | ${r.target === 'direct' ? '–' : f(added, 3)} | ${f(vsDirect * 100)}% | ${r.target === 'direct' ? '–' : `${f(vsBare * 100)}%`} |`,
   );
 }
 for (const [mode, rs] of ratios) console.log(`\n${mode} gateway/bare req/s per round: ${rs.map((x) => `${(x * 100).toFixed(1)}%`).join(', ')}`);

@@ -11,12 +11,14 @@
  *                                     destination pino gives `npm start`)
  *
  * Sends `{ url, token? }` over IPC when listening; answers `{ cmd: 'cpu' }` with the process's
- * CPU time so far; exits on `{ cmd: 'stop' }`. BENCH_LOG_LEVEL overrides the gateway's
+ * CPU time so far, `gc-start` / `gc-stop` with the bytes its main thread allocated in between
+ * (and its garbage collections); exits on `{ cmd: 'stop' }`. BENCH_LOG_LEVEL overrides the gateway's
  * log level (info by default).
  * With PROFILE=1 in the environment the parent adds --cpu-prof to the gateway process.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import v8 from 'node:v8';
 import { join } from 'node:path';
 import type { Session } from 'node:inspector/promises';
 import pino from 'pino';
@@ -100,5 +102,29 @@ if (process.env.HEAP_PROFILE && role === 'gateway') {
   });
 }
 
-answerParent(() => Promise.all(stops.map((s) => s())));
+// `gc-start` / `gc-stop`: bytes the main thread allocated in between, and its collections.
+let gc: { profiler: v8.GCProfiler; usedAtStart: number } | undefined;
+answerParent(() => Promise.all(stops.map((s) => s())), {
+  'gc-start': () => {
+    gc = { profiler: new v8.GCProfiler(), usedAtStart: v8.getHeapStatistics().used_heap_size };
+    gc.profiler.start();
+    return { ok: true };
+  },
+  'gc-stop': () => allocationSince(gc!),
+});
+
+/** Heap growth between collections, summed: what was allocated (promotion moves, it does not add). */
+function allocationSince({ profiler, usedAtStart }: { profiler: v8.GCProfiler; usedAtStart: number }) {
+  const { statistics } = profiler.stop();
+  let allocated = 0;
+  let used = usedAtStart;
+  let pauseMicros = 0;
+  for (const s of statistics) {
+    allocated += Math.max(0, s.beforeGC.heapStatistics.usedHeapSize - used);
+    used = s.afterGC.heapStatistics.usedHeapSize;
+    pauseMicros += s.cost;
+  }
+  allocated += Math.max(0, v8.getHeapStatistics().used_heap_size - used);
+  return { allocated, collections: statistics.length, pauseMicros };
+}
 process.send!(reply);
