@@ -29,6 +29,7 @@ export function buildShipped(): void {
 
 export interface Shipped {
   buildApp: typeof App.buildApp;
+  logDestination: typeof App.logDestination;
   loadConfig: typeof ConfigModule.loadConfig;
   createEngine: typeof EngineModule.createEngine;
   buildSimulator: typeof SimulatorModule.buildSimulator;
@@ -44,5 +45,5 @@ export async function shipped(): Promise<Shipped> {
     load<typeof EngineModule>('engine/index.js'),
     load<typeof SimulatorModule>('simulator/index.js'),
   ]);
-  return { buildApp: app.buildApp, loadConfig: config.loadConfig, createEngine: engine.createEngine, buildSimulator: simulator.buildSimulator };
+  return { buildApp: app.buildApp, logDestination: app.logDestination, loadConfig: config.loadConfig, createEngine: engine.createEngine, buildSimulator: simulator.buildSimulator };
 }

@@ -6,9 +6,9 @@
  *   server.ts bare <upstream>         the bare reference proxy (bare-proxy.ts)
  *   server.ts gateway <upstream> <key> the gateway: the key in the vault, authentication by a
  *                                     personal token, limits on (generous), usage recorded,
- *                                     one info log line per request (to /dev/null,
- *                                     asynchronously, like the standard output
- *                                     destination pino gives `npm start`)
+ *                                     one info log line per request (to /dev/null
+ *                                     through `logDestination`, the destination
+ *                                     `npm start` writes standard output with)
  *
  * Sends `{ url, token? }` over IPC when listening; answers `{ cmd: 'cpu' }` with the process's
  * CPU time so far, `gc-start` / `gc-stop` with the bytes its main thread allocated in between
@@ -21,7 +21,6 @@ import { tmpdir } from 'node:os';
 import v8 from 'node:v8';
 import { join } from 'node:path';
 import type { Session } from 'node:inspector/promises';
-import pino from 'pino';
 import { answerParent } from '../commands.js';
 import { shipped } from '../shipped.js';
 import { startBareProxy } from './bare-proxy.js';
@@ -40,7 +39,7 @@ if (role === 'sim') {
   reply = { url: bare.url };
   stops.push(() => bare.close());
 } else if (role === 'gateway') {
-  const { buildApp, loadConfig, createEngine } = await shipped();
+  const { buildApp, loadConfig, createEngine, logDestination } = await shipped();
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-proxy-'));
   const config = loadConfig({
     PORT: '0',
@@ -72,7 +71,7 @@ if (role === 'sim') {
     const { sql } = await import('kysely');
     await sql.raw(`pragma synchronous = ${process.env.BENCH_SQLITE_SYNC === 'normal' ? 'NORMAL' : 'FULL'}`).execute(engine.database.db);
   }
-  const app = await buildApp(config, engine, { logStream: pino.destination({ dest: '/dev/null', sync: false }) });
+  const app = await buildApp(config, engine, { logStream: logDestination('/dev/null') });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
   if (!address || typeof address === 'string') throw new Error('no address');
