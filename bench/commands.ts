@@ -23,20 +23,17 @@ export function answerParent(stop: () => Promise<unknown>, extra: Record<string,
   });
 }
 
-/** The parent's side of `cpu`: the child's CPU time so far (µs, every thread). */
-export function cpuOf(child: ChildProcess): Promise<number> {
-  return new Promise((resolve) => {
-    child.once('message', (m: { cpuMicros: number }) => resolve(m.cpuMicros));
-    child.send({ cmd: 'cpu' });
-  });
-}
-
-/** Sends `{ cmd }` to a child answering with `answerParent` (an `extra` command); resolves with its answer. */
+/** Sends `{ cmd }` to a child answering with `answerParent`; resolves with its answer. */
 export function ask<T>(child: ChildProcess, cmd: string): Promise<T> {
   return new Promise((resolve) => {
     child.once('message', (m: T) => resolve(m));
     child.send({ cmd });
   });
+}
+
+/** The parent's side of `cpu`: the child's CPU time so far (µs, every thread). */
+export async function cpuOf(child: ChildProcess): Promise<number> {
+  return (await ask<{ cpuMicros: number }>(child, 'cpu')).cpuMicros;
 }
 
 /** CPU time of a process's main thread so far (µs), from /proc (Linux); undefined elsewhere. */

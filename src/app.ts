@@ -90,7 +90,7 @@ function loggedUrl(url: string): string {
  * default mode sonic-boom appends the lines that arrive while a write is in flight to one
  * string and measures that whole string for each new line (flattening it), so under load
  * every line copied the lines queued before it: 12.7 KB allocated per 600-byte line in bursts
- * of 50, against 4.3 KB here, and 6.5 against 4.3 µs (docs/benchmarks.md). Lines still queued
+ * of 50, against 4.3 KB here, and about 6.5 against 4.3 µs (docs/benchmarks.md). Lines still queued
  * are written when the process exits, as with pino's default destination.
  */
 export function logDestination(dest: number | string): DestinationStream & { flushSync(): void } {
@@ -102,9 +102,6 @@ export function logDestination(dest: number | string): DestinationStream & { flu
     flushSync: () => boom.flushSync(),
   };
 }
-
-/** Standard output, shared by every app of the process (made when first needed). */
-let stdout: DestinationStream | undefined;
 
 export function loggerOptions(config: Config): LoggerOptions {
   return {
@@ -135,7 +132,7 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   validateLoginConfig(config);
   const logger = loggerOptions(config);
   const app = Fastify({
-    logger: { ...logger, stream: options.logStream ?? (stdout ??= logDestination(1)) },
+    logger: { ...logger, stream: options.logStream ?? logDestination(1) },
     trustProxy: config.trustProxy,
     bodyLimit: 32 * 1024 * 1024,
     requestIdHeader: false,

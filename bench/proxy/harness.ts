@@ -57,7 +57,7 @@ export async function load(target: { url: string; key: string; child: ChildProce
   const result = await autocannon({ url: `${target.url}/v1/messages`, method: 'POST', connections, duration, headers: headersOf(target.key, stream), body: bodyOf(stream) });
   const cpu = (await cpuOf(target.child)) - cpuBefore;
   const mainAfter = mainThreadCpuOf(pid);
-  const gc = await ask<{ allocated: number; collections: number; pauseMicros: number }>(target.child, 'gc-stop');
+  const { allocated } = await ask<{ allocated: number }>(target.child, 'gc-stop');
   if (result.non2xx > 0 || result.errors > 0) throw new Error(`${target.url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
   const served = Math.max(1, result.requests.total);
   return {
@@ -69,6 +69,6 @@ export async function load(target: { url: string; key: string; child: ChildProce
     /** µs of CPU per request on the main thread (the event loop); NaN where /proc is missing. */
     mainCpuPerRequest: mainBefore === undefined || mainAfter === undefined ? Number.NaN : (mainAfter - mainBefore) / served,
     /** Bytes the main thread allocated per request (every collection's heap growth, summed). */
-    allocatedPerRequest: gc.allocated / served,
+    allocatedPerRequest: allocated / served,
   };
 }

@@ -11,15 +11,15 @@
  *                                     `npm start` writes standard output with)
  *
  * Sends `{ url, token? }` over IPC when listening; answers `{ cmd: 'cpu' }` with the process's
- * CPU time so far, `gc-start` / `gc-stop` with the bytes its main thread allocated in between
- * (and its garbage collections); exits on `{ cmd: 'stop' }`. BENCH_LOG_LEVEL overrides the gateway's
+ * CPU time so far, `gc-start` / `gc-stop` with the bytes its main thread allocated in between;
+ * exits on `{ cmd: 'stop' }`. BENCH_LOG_LEVEL overrides the gateway's
  * log level (info by default).
  * With PROFILE=1 in the environment the parent adds --cpu-prof to the gateway process.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import v8 from 'node:v8';
 import { join } from 'node:path';
+import v8 from 'node:v8';
 import type { Session } from 'node:inspector/promises';
 import { answerParent } from '../commands.js';
 import { shipped } from '../shipped.js';
@@ -65,12 +65,6 @@ if (role === 'sim') {
     ...(JSON.parse(process.env.BENCH_SETTINGS ?? '{}') as Record<string, string>),
   });
   const engine = await createEngine(config);
-  // Experiment only (not the product's setting): BENCH_SQLITE_SYNC=normal trades the last
-  // commits on power loss for no fsync per commit, to see what durability costs here.
-  if (process.env.BENCH_SQLITE_SYNC) {
-    const { sql } = await import('kysely');
-    await sql.raw(`pragma synchronous = ${process.env.BENCH_SQLITE_SYNC === 'normal' ? 'NORMAL' : 'FULL'}`).execute(engine.database.db);
-  }
   const app = await buildApp(config, engine, { logStream: logDestination('/dev/null') });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
@@ -101,7 +95,7 @@ if (process.env.HEAP_PROFILE && role === 'gateway') {
   });
 }
 
-// `gc-start` / `gc-stop`: bytes the main thread allocated in between, and its collections.
+// `gc-start` / `gc-stop`: the bytes the main thread allocated in between.
 let gc: { profiler: v8.GCProfiler; usedAtStart: number } | undefined;
 answerParent(() => Promise.all(stops.map((s) => s())), {
   'gc-start': () => {
@@ -117,13 +111,11 @@ function allocationSince({ profiler, usedAtStart }: { profiler: v8.GCProfiler; u
   const { statistics } = profiler.stop();
   let allocated = 0;
   let used = usedAtStart;
-  let pauseMicros = 0;
   for (const s of statistics) {
     allocated += Math.max(0, s.beforeGC.heapStatistics.usedHeapSize - used);
     used = s.afterGC.heapStatistics.usedHeapSize;
-    pauseMicros += s.cost;
   }
   allocated += Math.max(0, v8.getHeapStatistics().used_heap_size - used);
-  return { allocated, collections: statistics.length, pauseMicros };
+  return { allocated };
 }
 process.send!(reply);
