@@ -90,8 +90,8 @@ function loggedUrl(url: string): string {
  * default mode sonic-boom appends the lines that arrive while a write is in flight to one
  * string and measures that whole string for each new line (flattening it), so under load
  * every line copied the lines queued before it: 12.7 KB allocated per 600-byte line in bursts
- * of 50, against 4.3 KB here, and about 6.5 against 4.3 µs (docs/benchmarks.md). Lines still queued
- * are written when the process exits, as with pino's default destination.
+ * of 50, against 4.3 KB here, and about 6.5 against 4.3 µs (docs/benchmarks.md). Lines still
+ * queued are written when the process exits, as with pino's default destination.
  */
 export function logDestination(dest: number | string): DestinationStream & { flushSync(): void } {
   const boom = pino.destination({ dest, sync: false, contentMode: 'buffer' });

@@ -206,8 +206,9 @@ async function main(): Promise<void> {
   console.log(`\ngateway proxy throughput, limiting on vs off (${CONNECTIONS} connections; ${ROUNDS} rounds, each a fresh process serving both gateways in ${SLICES} pairs of ${SECONDS} s slices; ratios: median of the rounds' ratios; node ${process.version})`);
   console.log('| store  | limits | req/s | gateway CPU µs/request | gateway CPU ÷ load CPU | p50 ms | p99 ms | non-2xx | on/off (req/s) | off/on (CPU per request) | off/on (CPU ÷ load CPU) |');
   console.log('|--------|--------|------:|------:|------:|-------:|-------:|--------:|-------:|-------:|-------:|');
+  const roundsOf = new Map(STORES.map((store) => [store, Array.from({ length: ROUNDS }, (_, n) => roundRatios(store, n))]));
   for (const store of STORES) {
-    const rounds = Array.from({ length: ROUNDS }, (_, n) => roundRatios(store, n));
+    const rounds = roundsOf.get(store)!;
     for (const limits of ['off', 'on'] as const) {
       const ms = all.filter((m) => m.store === store && m.limits === limits);
       const cells = [median(ms.map((m) => m.rps)).toFixed(0), median(ms.map((m) => m.cpuPerRequest)).toFixed(1), median(ms.map(norm)).toFixed(2), median(ms.map((m) => m.p50)), median(ms.map((m) => m.p99)), sum(ms.map((m) => m.non2xx))];
@@ -217,7 +218,7 @@ async function main(): Promise<void> {
   }
   // Per-round ratios show what is left of the machine's noise.
   for (const store of STORES) {
-    const rounds = Array.from({ length: ROUNDS }, (_, n) => roundRatios(store, n));
+    const rounds = roundsOf.get(store)!;
     console.log(`${store} on/off per round, req/s (CPU per request, CPU ÷ load CPU): ${rounds.map((r) => `${pct(r.rps)} (CPU ${pct(r.cpu)}, ÷ load ${pct(r.norm)})`).join(', ')}`);
   }
 

@@ -15,6 +15,7 @@ import { UserKeyCache, ipGroup, leasableKey } from './keys.js';
 
 const MINUTE = 60_000;
 const DAY = 86_400_000;
+
 export type LimitName =
   | 'requests_per_minute'
   | 'requests_per_day'

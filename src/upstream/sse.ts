@@ -177,26 +177,29 @@ export class SseTap {
   private readCanonical(buf: Buffer, pos: number): number {
     if (!startsWith(buf, pos, EVENT_FIELD)) return buf.length - pos < EVENT_FIELD.length && EVENT_FIELD.subarray(0, buf.length - pos).equals(buf.subarray(pos)) ? 0 : -1;
     const nameStart = pos + EVENT_FIELD.length;
+    // A content event's name line and data prefix in one comparison; any other name is scanned.
+    let dataStart = -1;
     for (const head of CONTENT_HEADS) {
-      if (!startsWith(buf, nameStart, head)) continue;
-      const dataStart = nameStart + head.length;
-      const dataEnd = buf.indexOf(LF, dataStart);
-      if (dataEnd === -1 || dataEnd + 1 >= buf.length) return 0;
-      if (buf[dataEnd + 1] !== LF) return -1; // more lines in this event
-      this.state.events += 1;
-      if (dataEnd === dataStart || buf[dataStart] !== OPEN_BRACE || buf[dataEnd - 1] !== CLOSE_BRACE) this.state.malformed = true;
-      return dataEnd + 2;
+      if (startsWith(buf, nameStart, head)) {
+        dataStart = nameStart + head.length;
+        break;
+      }
     }
+    const content = dataStart !== -1;
     let nameEnd = nameStart;
-    while (nameEnd < buf.length && buf[nameEnd] !== LF) if (++nameEnd - nameStart > MAX_NAME) return -1;
-    if (nameEnd + 1 + DATA_FIELD.length > buf.length) return 0;
-    if (nameEnd === nameStart || !startsWith(buf, nameEnd + 1, DATA_FIELD)) return -1;
-    const dataStart = nameEnd + 1 + DATA_FIELD.length;
+    if (!content) {
+      while (nameEnd < buf.length && buf[nameEnd] !== LF) if (++nameEnd - nameStart > MAX_NAME) return -1;
+      if (nameEnd + 1 + DATA_FIELD.length > buf.length) return 0;
+      if (nameEnd === nameStart || !startsWith(buf, nameEnd + 1, DATA_FIELD)) return -1;
+      dataStart = nameEnd + 1 + DATA_FIELD.length;
+    }
     const dataEnd = buf.indexOf(LF, dataStart);
     if (dataEnd === -1 || dataEnd + 1 >= buf.length) return 0;
     if (buf[dataEnd + 1] !== LF) return -1; // more lines in this event
     this.state.events += 1;
-    this.onEvent(buf.toString('utf8', nameStart, nameEnd), buf.toString('utf8', dataStart, dataEnd));
+    // Empty data fails the check too: its first byte is the LF, its last the space of `data: `.
+    if (content) this.checkContent(buf[dataStart], buf[dataEnd - 1]);
+    else this.onEvent(buf.toString('utf8', nameStart, nameEnd), buf.toString('utf8', dataStart, dataEnd));
     return dataEnd + 2;
   }
 
@@ -217,10 +220,18 @@ export class SseTap {
     this.feedParser(this.decoder.write(buf));
   }
 
+  /**
+   * Content events carry no usage or status: their data is only checked for the shape of a
+   * whole JSON object, by its first and last character (a truncated event is still flagged).
+   */
+  private checkContent(first: number | undefined, last: number | undefined): void {
+    if (first !== OPEN_BRACE || last !== CLOSE_BRACE) this.state.malformed = true;
+  }
+
   /** A decoded event (content events arriving in another framing included). */
   private onEvent(name: string | undefined, data: string): void {
     if (name !== undefined && CONTENT_EVENTS.includes(name)) {
-      if (data.charCodeAt(0) !== OPEN_BRACE || data.charCodeAt(data.length - 1) !== CLOSE_BRACE) this.state.malformed = true;
+      this.checkContent(data.charCodeAt(0), data.charCodeAt(data.length - 1));
       return;
     }
     let json: Record<string, unknown>;
