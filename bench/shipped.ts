@@ -14,6 +14,8 @@ import type * as App from '../src/app.js';
 import type * as ConfigModule from '../src/config/index.js';
 import type * as EngineModule from '../src/engine/index.js';
 import type * as SimulatorModule from '../src/simulator/index.js';
+import type * as UpstreamModule from '../src/upstream/index.js';
+import type * as RateLimitModule from '../src/ratelimit/index.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dist = new URL('../dist/', import.meta.url);
@@ -33,17 +35,36 @@ export interface Shipped {
   loadConfig: typeof ConfigModule.loadConfig;
   createEngine: typeof EngineModule.createEngine;
   buildSimulator: typeof SimulatorModule.buildSimulator;
+  /** What bench/proxy/components.ts calls directly. */
+  upstreamRequestHeaders: typeof UpstreamModule.upstreamRequestHeaders;
+  responseHeadersForClient: typeof UpstreamModule.responseHeadersForClient;
+  SseTap: typeof UpstreamModule.SseTap;
+  usageFromMessage: typeof UpstreamModule.usageFromMessage;
+  rateLimitHeaders: typeof RateLimitModule.rateLimitHeaders;
 }
 
 /** The compiled modules a benchmark needs; throws when dist/ was not built. */
 export async function shipped(): Promise<Shipped> {
   if (!existsSync(new URL('app.js', dist))) throw new Error('dist/ is missing: call buildShipped() (npm run build) first');
   const load = <T>(path: string): Promise<T> => import(new URL(path, dist).href) as Promise<T>;
-  const [app, config, engine, simulator] = await Promise.all([
+  const [app, config, engine, simulator, upstream, ratelimit] = await Promise.all([
     load<typeof App>('app.js'),
     load<typeof ConfigModule>('config/index.js'),
     load<typeof EngineModule>('engine/index.js'),
     load<typeof SimulatorModule>('simulator/index.js'),
+    load<typeof UpstreamModule>('upstream/index.js'),
+    load<typeof RateLimitModule>('ratelimit/index.js'),
   ]);
-  return { buildApp: app.buildApp, logDestination: app.logDestination, loadConfig: config.loadConfig, createEngine: engine.createEngine, buildSimulator: simulator.buildSimulator };
+  return {
+    buildApp: app.buildApp,
+    logDestination: app.logDestination,
+    loadConfig: config.loadConfig,
+    createEngine: engine.createEngine,
+    buildSimulator: simulator.buildSimulator,
+    upstreamRequestHeaders: upstream.upstreamRequestHeaders,
+    responseHeadersForClient: upstream.responseHeadersForClient,
+    SseTap: upstream.SseTap,
+    usageFromMessage: upstream.usageFromMessage,
+    rateLimitHeaders: ratelimit.rateLimitHeaders,
+  };
 }

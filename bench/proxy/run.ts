@@ -23,6 +23,8 @@
  * with, and two processes running the same code have measured up to 40% apart in CPU per
  * request for their whole life, so one pair of processes would decide the result by chance.
  * PROFILE=1 starts the gateway with --cpu-prof (profile written to bench/proxy/profiles/).
+ * BENCH_COMPONENTS=1 adds a fourth target, the gateway's components without its layers
+ * (components.ts), with its own ratio to the bare proxy.
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -63,17 +65,25 @@ async function hrtimeLatency(url: string, key: string, stream: boolean, n: numbe
 }
 
 type Target = { name: string; url: string; key: string; child: ChildProcess };
-/** The bare proxy and the gateway, as fresh processes. */
+/** With BENCH_COMPONENTS=1 also the gateway's components without its layers (components.ts). */
+const withComponents = process.env.BENCH_COMPONENTS === '1';
+/** The bare proxy and the gateway (and the components), as fresh processes. */
 async function startProxies(simUrl: string): Promise<Target[]> {
-  const bare = await start('bare', [simUrl]);
-  const gateway = await start('gateway', [simUrl, KEY], { execArgv: profileArgs }).catch((err: unknown) => {
-    stopChild(bare.child);
+  const started: Target[] = [];
+  try {
+    const bare = await start('bare', [simUrl]);
+    started.push({ name: 'bare', url: bare.url, key: KEY, child: bare.child });
+    const gateway = await start('gateway', [simUrl, KEY], { execArgv: profileArgs });
+    started.push({ name: 'gateway', url: gateway.url, key: gateway.token!, child: gateway.child });
+    if (withComponents) {
+      const components = await start('components', [simUrl, KEY]);
+      started.push({ name: 'components', url: components.url, key: components.token!, child: components.child });
+    }
+  } catch (err) {
+    started.forEach(stop);
     throw err;
-  });
-  return [
-    { name: 'bare', url: bare.url, key: KEY, child: bare.child },
-    { name: 'gateway', url: gateway.url, key: gateway.token!, child: gateway.child },
-  ];
+  }
+  return started;
 }
 const stop = (t: Target) => stopChild(t.child);
 
@@ -85,7 +95,7 @@ let targets: Target[] = [direct];
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 type Throughput = Awaited<ReturnType<typeof load>>;
 const runs = new Map<string, Throughput[]>(); // `${mode}|${target}` → one per round
-const ratios = new Map<string, number[]>(); // mode → gateway/bare req/s, per round
+const ratios = new Map<string, number[]>(); // `${mode}|${target}` → target/bare req/s, per round
 const rows: Array<{ mode: string; target: string; rps: number; cpu: number; mainCpu: number; allocated: number; p50: number; p99: number; seqP50: number; seqP99: number }> = [];
 const modeOf = (stream: boolean) => (stream ? 'stream (50 deltas)' : 'non-streaming');
 try {
@@ -94,8 +104,8 @@ try {
     targets = [direct, ...(await startProxies(sim.url))];
     for (const stream of [false, true]) {
       const mode = modeOf(stream);
-      // Bare and gateway take turns going first, so a drift in machine speed favours neither.
-      const order = round % 2 === 0 ? targets : [targets[0]!, targets[2]!, targets[1]!];
+      // The proxies take turns going first, so a drift in machine speed favours none.
+      const order = round % 2 === 0 ? targets : [targets[0]!, ...targets.slice(1).reverse()];
       const got: Record<string, Throughput> = {};
       for (const t of order) {
         await load(t, stream, 2);
@@ -104,7 +114,7 @@ try {
         const g = got[t.name]!;
         console.error(`round ${round + 1} ${mode} ${t.name}: ${Math.round(g.rps)} req/s, ${g.cpuPerRequest.toFixed(1)} µs CPU/request (${g.mainCpuPerRequest.toFixed(1)} main thread), ${(g.allocatedPerRequest / 1024).toFixed(1)} KB allocated/request`);
       }
-      ratios.set(mode, [...(ratios.get(mode) ?? []), got.gateway!.rps / got.bare!.rps]);
+      for (const t of targets.slice(2)) ratios.set(`${mode}|${t.name}`, [...(ratios.get(`${mode}|${t.name}`) ?? []), got[t.name]!.rps / got.bare!.rps]);
     }
   }
   for (const stream of [false, true]) {
@@ -132,14 +142,17 @@ for (const r of rows) {
   const vsDirect = r.rps / direct.rps;
   const vsBare = r.rps / bareRow.rps;
   if (r.target !== 'direct') summary[`${r.mode} ${r.target}: added p50 ms`] = Number(added.toFixed(3));
-  if (r.target === 'gateway') {
+  if (r.target !== 'direct' && r.target !== 'bare') {
     // The median of the rounds' own ratios (each pair measured back to back).
-    summary[`${r.mode} gateway/bare throughput`] = Number(median(ratios.get(r.mode)!).toFixed(3));
-    summary[`${r.mode} bare/gateway CPU per request`] = Number((bareRow.cpu / r.cpu).toFixed(3));
+    summary[`${r.mode} ${r.target}/bare throughput`] = Number(median(ratios.get(`${r.mode}|${r.target}`)!).toFixed(3));
+    summary[`${r.mode} bare/${r.target} CPU per request`] = Number((bareRow.cpu / r.cpu).toFixed(3));
   }
   console.log(
     `| ${r.mode} | ${r.target} | ${f(r.rps)} | ${f(r.cpu, 1)} | ${f(r.mainCpu, 1)} | ${f(r.allocated / 1024, 1)} | ${f(r.p50, 1)} | ${f(r.p99, 1)} | ${f(r.seqP50, 3)} | ${f(r.seqP99, 3)} | ${r.target === 'direct' ? '–' : f(added, 3)} | ${f(vsDirect * 100)}% | ${r.target === 'direct' ? '–' : `${f(vsBare * 100)}%`} |`,
   );
 }
-for (const [mode, rs] of ratios) console.log(`\n${mode} gateway/bare req/s per round: ${rs.map((x) => `${(x * 100).toFixed(1)}%`).join(', ')}`);
+for (const [key, rs] of ratios) {
+  const [mode, target] = key.split('|');
+  console.log(`\n${mode} ${target}/bare req/s per round: ${rs.map((x) => `${(x * 100).toFixed(1)}%`).join(', ')}`);
+}
 console.log(`\n${JSON.stringify(summary, null, 2)}`);

@@ -9,6 +9,8 @@
  *                                     one info log line per request (to /dev/null
  *                                     through `logDestination`, the destination
  *                                     `npm start` writes standard output with)
+ *   server.ts components <upstream> <key> the same app's components served by
+ *                                     bench/proxy/components.ts instead of the app itself
  *
  * Sends `{ url, token? }` over IPC when listening; answers `{ cmd: 'cpu' }` with the process's
  * CPU time so far, `gc-start` / `gc-stop` with the bytes its main thread allocated in between;
@@ -24,6 +26,7 @@ import type { Session } from 'node:inspector/promises';
 import { answerParent } from '../commands.js';
 import { shipped } from '../shipped.js';
 import { startBareProxy } from './bare-proxy.js';
+import { startComponents } from './components.js';
 
 const [role, arg1, arg2] = process.argv.slice(2);
 const stops: Array<() => Promise<void>> = [];
@@ -38,7 +41,7 @@ if (role === 'sim') {
   const bare = await startBareProxy(arg1!);
   reply = { url: bare.url };
   stops.push(() => bare.close());
-} else if (role === 'gateway') {
+} else if (role === 'gateway' || role === 'components') {
   const { buildApp, loadConfig, createEngine, logDestination } = await shipped();
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-proxy-'));
   const config = loadConfig({
@@ -66,12 +69,19 @@ if (role === 'sim') {
   });
   const engine = await createEngine(config);
   const app = await buildApp(config, engine, { logStream: logDestination('/dev/null') });
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const address = app.server.address();
-  if (!address || typeof address === 'string') throw new Error('no address');
   const user = await app.services.users.create({ issuer: 'https://idp.bench', subject: 'bench.crypto', roles: ['member'] });
   const { token } = await app.services.personalTokens.create(user.id, { name: 'bench' });
-  reply = { url: `http://127.0.0.1:${address.port}`, token };
+  if (role === 'components') {
+    await app.ready();
+    const components = await startComponents(arg1!, app);
+    reply = { url: components.url, token };
+    stops.push(() => components.close());
+  } else {
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const address = app.server.address();
+    if (!address || typeof address === 'string') throw new Error('no address');
+    reply = { url: `http://127.0.0.1:${address.port}`, token };
+  }
   stops.push(async () => {
     await app.close();
     await engine.close();
