@@ -16,6 +16,7 @@ import type * as EngineModule from '../src/engine/index.js';
 import type * as SimulatorModule from '../src/simulator/index.js';
 import type * as UpstreamModule from '../src/upstream/index.js';
 import type * as RateLimitModule from '../src/ratelimit/index.js';
+import type * as RuntimeModule from '../src/runtime.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dist = new URL('../dist/', import.meta.url);
@@ -41,19 +42,22 @@ export interface Shipped {
   SseTap: typeof UpstreamModule.SseTap;
   usageFromMessage: typeof UpstreamModule.usageFromMessage;
   rateLimitHeaders: typeof RateLimitModule.rateLimitHeaders;
+  /** The V8 settings main.ts applies (src/runtime.ts). */
+  tuneV8: typeof RuntimeModule.tuneV8;
 }
 
 /** The compiled modules a benchmark needs; throws when dist/ was not built. */
 export async function shipped(): Promise<Shipped> {
   if (!existsSync(new URL('app.js', dist))) throw new Error('dist/ is missing: call buildShipped() (npm run build) first');
   const load = <T>(path: string): Promise<T> => import(new URL(path, dist).href) as Promise<T>;
-  const [app, config, engine, simulator, upstream, ratelimit] = await Promise.all([
+  const [app, config, engine, simulator, upstream, ratelimit, runtime] = await Promise.all([
     load<typeof App>('app.js'),
     load<typeof ConfigModule>('config/index.js'),
     load<typeof EngineModule>('engine/index.js'),
     load<typeof SimulatorModule>('simulator/index.js'),
     load<typeof UpstreamModule>('upstream/index.js'),
     load<typeof RateLimitModule>('ratelimit/index.js'),
+    load<typeof RuntimeModule>('runtime.js'),
   ]);
   return {
     buildApp: app.buildApp,
@@ -66,5 +70,6 @@ export async function shipped(): Promise<Shipped> {
     SseTap: upstream.SseTap,
     usageFromMessage: upstream.usageFromMessage,
     rateLimitHeaders: ratelimit.rateLimitHeaders,
+    tuneV8: runtime.tuneV8,
   };
 }

@@ -11,6 +11,7 @@
  *                                     `npm start` writes standard output with)
  *   server.ts components <upstream> <key> the same app's components served by
  *                                     bench/proxy/components.ts instead of the app itself
+ * Both run with the V8 settings `npm start` runs with (src/runtime.ts).
  *
  * Sends `{ url, token? }` over IPC when listening; answers `{ cmd: 'cpu' }` with the process's
  * CPU time so far, `gc-start` / `gc-stop` with the bytes its main thread allocated in between;
@@ -42,7 +43,8 @@ if (role === 'sim') {
   reply = { url: bare.url };
   stops.push(() => bare.close());
 } else if (role === 'gateway' || role === 'components') {
-  const { buildApp, loadConfig, createEngine, logDestination } = await shipped();
+  const { buildApp, loadConfig, createEngine, logDestination, tuneV8 } = await shipped();
+  tuneV8(); // as main.ts does
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-proxy-'));
   const config = loadConfig({
     PORT: '0',
