@@ -9,10 +9,12 @@
  * Happy path only: any failure answers 500.
  */
 import http from 'node:http';
+import type { FastifyInstance } from 'fastify';
 import { Pool } from 'undici';
 import { shipped } from '../shipped.js';
 
-export async function startComponents(upstream: string, app: Awaited<ReturnType<Awaited<ReturnType<typeof shipped>>['buildApp']>>) {
+/** Serves `app`'s components on a port of its own, in front of `upstream` (the simulator). */
+export async function startComponents(upstream: string, app: FastifyInstance): Promise<{ url: string; close(): Promise<void> }> {
   const { upstreamRequestHeaders, responseHeadersForClient, SseTap, usageFromMessage, rateLimitHeaders } = await shipped();
   const { authenticate, limiter, vault, usage } = app.services;
   const log = app.log.child({}, { redact: { paths: [] } });
@@ -34,13 +36,13 @@ export async function startComponents(upstream: string, app: Awaited<ReturnType<
     headers['x-request-id'] = requestId;
     const settle = (status: number, tokens: { inputTokens: number; outputTokens: number }) => {
       key.release();
-      void usage.record({
+      usage.record({
         requestId, userId: auth.user.id, sessionId: null, personalTokenId: auth.personalTokenId, keyId: key.keyId, model: body.model, stream,
         inputTokens: tokens.inputTokens, outputTokens: tokens.outputTokens, cacheCreationInputTokens: 0, cacheReadInputTokens: 0,
         status, outcome: 'complete', errorType: null, latencyMs: Date.now() - startedAt, ttfbMs: null, retries: 0, fallback: null, createdAt: startedAt,
-      });
-      if (admission.reservation) void limiter.settle(admission.reservation, tokens.inputTokens + tokens.outputTokens);
-      if (lease) void limiter.releaseStream(lease);
+      }).catch(() => {});
+      if (admission.reservation) limiter.settle(admission.reservation, tokens.inputTokens + tokens.outputTokens).catch(() => {});
+      if (lease) limiter.releaseStream(lease).catch(() => {});
       log.info({ request_id: requestId, user: auth.user.subject, key: key.name, model: body.model, stream, status, input_tokens: tokens.inputTokens, output_tokens: tokens.outputTokens, latency_ms: Date.now() - startedAt }, 'chat request settled');
     };
     if (!stream) {

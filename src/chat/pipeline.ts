@@ -328,10 +328,10 @@ export class ChatPipeline {
         }
       });
     let relayed: AsyncGenerator<Uint8Array> | undefined; // made when first asked for (the WebSocket door)
-    // Plain properties only. With a getter here (`get chunks()`), V8 builds this per-request
-    // literal in its runtime instead of from a boilerplate, and under the proxy bench every
-    // streamed request then outlived two young-generation collections and was promoted: 2.0 MB
-    // promoted per collection instead of 0.07 (docs/benchmarks.md, session 7).
+    // Plain properties only. With a getter here (`get chunks()`), under the proxy bench every
+    // streamed request outlived two young-generation collections and was promoted: 2.0 MB
+    // promoted per collection instead of 0.07 (docs/benchmarks.md, session 7; likely because
+    // V8 builds a literal with an accessor in its runtime rather than from a boilerplate).
     return {
       kind: 'stream',
       status: streamOutcome.status,
