@@ -166,6 +166,16 @@ export function describeRateLimitStoreContract(name: string, factory: RateLimitS
       expect(await lease('d', T0 + 50_001)).toEqual({ allowed: true, active: 1 });
     });
 
+    it('counts only live leases when a renewed one outlives a lapsed one taken after it', async () => {
+      const k = key('lease-order');
+      const lease = (id: string, now: number) => store.acquire({ key: k, limit: 5, leaseId: id, ttlMs: 1000, now });
+      await lease('a', T0); // expires at +1000
+      await lease('b', T0 + 100); // expires at +1100
+      await lease('a', T0 + 600); // renewed: expires at +1600
+      // At +1150 b has lapsed and a has not: a and the new c are the live ones.
+      expect(await lease('c', T0 + 1150)).toEqual({ allowed: true, active: 2 });
+    });
+
     it('refuses malformed rules', async () => {
       await expect(store.check([])).rejects.toThrow(/rules/);
       await expect(store.check([rule('x', 0)])).rejects.toThrow(/limit/);

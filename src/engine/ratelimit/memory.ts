@@ -186,9 +186,21 @@ export class MemoryRateLimitStore implements RateLimitStore {
       set = new Map();
     }
     this.leases.set(request.key, set);
-    for (const [id, expiresAt] of set) if (expiresAt <= now) set.delete(id);
+    // Leases are kept in the order they expire (a renewal moves to the end; one TTL per key in
+    // practice), so the expired ones are at the front: dropping them costs nothing per live
+    // lease. A set that looks full is swept whole, in case TTLs differed.
+    for (const [id, expiresAt] of set) {
+      if (expiresAt > now) break;
+      set.delete(id);
+    }
+    if (set.size >= request.limit && !set.has(request.leaseId)) {
+      for (const [id, expiresAt] of set) if (expiresAt <= now) set.delete(id);
+    }
     const allowed = set.has(request.leaseId) || set.size < request.limit;
-    if (allowed) set.set(request.leaseId, now + request.ttlMs);
+    if (allowed) {
+      set.delete(request.leaseId);
+      set.set(request.leaseId, now + request.ttlMs);
+    }
     return { allowed, active: set.size };
   }
 
