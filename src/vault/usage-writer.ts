@@ -15,12 +15,11 @@ import type { Insertable } from 'kysely';
 import type { Db } from '../db/index.js';
 import type { UsageRecordsTable } from '../db/types.js';
 import { USAGE_COLUMNS } from './usage-columns.js';
-
-export type UsageRow = Insertable<UsageRecordsTable>;
+import type { UsageRowValues } from './usage-columns.js';
 
 export interface UsageRowWriter {
-  /** Resolves once every row is committed; rejects (all of them) when the batch failed. */
-  write(rows: UsageRow[]): Promise<void>;
+  /** Resolves once every row (its values in USAGE_COLUMNS order) is committed; rejects when the batch failed. */
+  write(rows: UsageRowValues[]): Promise<void>;
   /** Waits for writes in flight, then frees what the writer holds. */
   close(): Promise<void>;
 }
@@ -29,7 +28,8 @@ export interface UsageRowWriter {
 export function kyselyUsageWriter(db: Db): UsageRowWriter {
   return {
     async write(rows) {
-      await db.insertInto('usage_records').values(rows).execute();
+      const named = rows.map((values) => Object.fromEntries(USAGE_COLUMNS.map((column, i) => [column, values[i]])) as Insertable<UsageRecordsTable>);
+      await db.insertInto('usage_records').values(named).execute();
     },
     async close() {},
   };
@@ -78,9 +78,9 @@ export function sqliteWorkerUsageWriter(path: string, fallback: UsageRowWriter):
       const written = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
       waiting.set(id, { ...settle, written });
       // As one JSON string: cloning a string is a copy, while the structured clone of row
-      // objects costs about a microsecond per field on the event loop. Each row as an array of
+      // objects costs about a microsecond per field on the event loop. Each row is an array of
       // its values (no column names repeated per row; bound by position in the thread).
-      worker.postMessage({ id, rows: JSON.stringify(rows.map((row) => USAGE_COLUMNS.map((column) => row[column]))) });
+      worker.postMessage({ id, rows: JSON.stringify(rows) });
       return written;
     },
     async close() {

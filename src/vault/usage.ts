@@ -9,7 +9,8 @@ import { z } from 'zod';
 import type { Db } from '../db/index.js';
 import { GatewayError } from '../errors/index.js';
 import { kyselyUsageWriter } from './usage-writer.js';
-import type { UsageRow, UsageRowWriter } from './usage-writer.js';
+import type { UsageRowWriter } from './usage-writer.js';
+import type { UsageRowValues } from './usage-columns.js';
 
 export interface UsageRecord {
   requestId: string; userId: string; sessionId: string | null; personalTokenId: string | null;
@@ -123,10 +124,22 @@ export async function keyUsage(db: Db): Promise<Map<string, KeyUsage>> {
   return out;
 }
 
-interface Pending {
-  row: UsageRow;
+/** Rows waiting for the next write; every record in it gets the same answer. */
+interface Batch {
+  rows: UsageRowValues[];
+  written: Promise<void>;
   resolve: () => void;
   reject: (err: unknown) => void;
+}
+
+function newBatch(): Batch {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const written = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { rows: [], written, resolve, reject };
 }
 
 /** Largest batch written in one INSERT (bounded by SQLite's 32766 bound parameters at 20 a row). */
@@ -156,7 +169,8 @@ let idCounter = 0;
  * random page (about a third less work per row on SQLite); unique across instances.
  */
 function nextUsageId(): string {
-  idCounter = (idCounter + 1) % 0x10000000000;
+  // Wraps at 16^10 (an integer comparison: `%` on a number this size calls C's fmod).
+  idCounter = idCounter === 0xffffffffff ? 0 : idCounter + 1;
   return `use_${Date.now().toString(16).padStart(12, '0')}${idInstance}${idCounter.toString(16).padStart(10, '0')}`;
 }
 
@@ -172,7 +186,7 @@ export interface UsageLedgerOptions {
 
 export class UsageLedger {
   /** Records waiting for the next write. */
-  private pending: Pending[] = [];
+  private batch: Batch | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly flushIntervalMs: number;
   private readonly writer: UsageRowWriter;
@@ -202,60 +216,43 @@ export class UsageLedger {
    * A process killed in between loses at most the records of that interval, which the
    * callers have not yet been told are written.
    */
-  async record(r: UsageRecord): Promise<void> {
+  record(r: UsageRecord): Promise<void> {
     if (!looksValid(r)) {
       const parsed = recordSchema.safeParse(r);
       const issue = parsed.success ? undefined : parsed.error.issues[0];
-      throw new GatewayError('internal', `usage record: ${issue ? `${issue.path.join('.')}: ${issue.message}` : 'invalid'}`, { reason: 'invalid_usage_record' });
+      return Promise.reject(new GatewayError('internal', `usage record: ${issue ? `${issue.path.join('.')}: ${issue.message}` : 'invalid'}`, { reason: 'invalid_usage_record' }));
     }
-    const row: UsageRow = {
-      id: nextUsageId(),
-      request_id: r.requestId,
-      user_id: r.userId,
-      session_id: r.sessionId,
-      personal_token_id: r.personalTokenId,
-      key_id: r.keyId,
-      model: r.model,
-      stream: r.stream ? 1 : 0,
-      input_tokens: r.inputTokens,
-      output_tokens: r.outputTokens,
-      cache_creation_input_tokens: r.cacheCreationInputTokens,
-      cache_read_input_tokens: r.cacheReadInputTokens,
-      status: r.status,
-      outcome: r.outcome,
-      error_type: r.errorType,
-      latency_ms: r.latencyMs,
-      ttfb_ms: r.ttfbMs,
-      retries: r.retries,
-      fallback: r.fallback,
-      created_at: r.createdAt,
-    };
-    return new Promise<void>((resolve, reject) => {
-      this.pending.push({ row, resolve, reject });
-      if (this.pending.length >= MAX_BATCH) {
-        clearTimeout(this.timer);
+    // The row as its values, in USAGE_COLUMNS order (what the writers take).
+    const row: UsageRowValues = [
+      nextUsageId(), r.requestId, r.userId, r.sessionId, r.personalTokenId, r.keyId, r.model, r.stream ? 1 : 0,
+      r.inputTokens, r.outputTokens, r.cacheCreationInputTokens, r.cacheReadInputTokens,
+      r.status, r.outcome, r.errorType, r.latencyMs, r.ttfbMs, r.retries, r.fallback, r.createdAt,
+    ];
+    // One promise per batch, shared by its records: none made per record.
+    const batch = (this.batch ??= newBatch());
+    batch.rows.push(row);
+    if (batch.rows.length >= MAX_BATCH) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      void this.flush();
+    } else {
+      this.timer ??= setTimeout(() => {
         this.timer = undefined;
         void this.flush();
-      } else {
-        this.timer ??= setTimeout(() => {
-          this.timer = undefined;
-          void this.flush();
-        }, this.flushIntervalMs);
-      }
-    });
+      }, this.flushIntervalMs);
+    }
+    return batch.written;
   }
 
   private async flush(): Promise<void> {
-    const batch = this.pending;
-    this.pending = [];
-    for (let i = 0; i < batch.length; i += MAX_BATCH) {
-      const part = batch.slice(i, i + MAX_BATCH);
-      try {
-        await this.writer.write(part.map((p) => p.row));
-        for (const p of part) p.resolve();
-      } catch (err) {
-        for (const p of part) p.reject(err);
-      }
+    const batch = this.batch;
+    this.batch = undefined;
+    if (!batch) return;
+    try {
+      await this.writer.write(batch.rows);
+      batch.resolve();
+    } catch (err) {
+      batch.reject(err);
     }
   }
 

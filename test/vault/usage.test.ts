@@ -5,6 +5,7 @@ import type { Db } from '../../src/db/index.js';
 import { GatewayError } from '../../src/errors/index.js';
 import { keyRing } from '../../src/security/envelope.js';
 import { UsageLedger } from '../../src/vault/usage.js';
+import { kyselyUsageWriter } from '../../src/vault/usage-writer.js';
 import { KeyVault } from '../../src/vault/vault.js';
 import { describeEachDatabase } from '../helpers/env.js';
 import { newSecret, usage } from './fixtures.js';
@@ -80,6 +81,18 @@ describeEachDatabase('usage ledger', (ctx) => {
     const mine = await ledger.summary({ by: 'model', userId: alice });
     expect(mine.reduce((n, r) => n + r.requests, 0)).toBe(2);
     expect(await ledger.summary({ by: 'user', since: D2 + 10 * DAY })).toEqual([]);
+  });
+
+  it('writes a burst in batches of at most 500 rows, every record answered once its batch is in', async () => {
+    const sizes: number[] = [];
+    const inner = kyselyUsageWriter(db);
+    const burst = new UsageLedger(db, { flushIntervalMs: 5, writer: { write: (rows) => (sizes.push(rows.length), inner.write(rows)), close: async () => {} } });
+    const ids = Array.from({ length: 1203 }, (_, i) => `req_burst_${String(i).padStart(4, '0')}`);
+    await Promise.all(ids.map((requestId) => burst.record(usage({ requestId, userId: bob, createdAt: D2 + 3 * DAY }))));
+    expect(sizes).toEqual([500, 500, 203]);
+    const written = await db.selectFrom('usage_records').select('request_id').where('request_id', 'like', 'req_burst_%').orderBy('request_id').execute();
+    expect(written.map((r) => r.request_id)).toEqual(ids);
+    await burst.close();
   });
 
   it('refuses a malformed record', async () => {
