@@ -103,11 +103,23 @@ export function logDestination(dest: number | string): DestinationStream & { flu
   };
 }
 
+let stampedAt = Number.NaN;
+let stamp = '';
+/** pino's `time` field, formatted once per millisecond (`toISOString` formats through the C library's printf). */
+function logTimestamp(): string {
+  const now = Date.now();
+  if (now !== stampedAt) {
+    stampedAt = now;
+    stamp = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return stamp;
+}
+
 export function loggerOptions(config: Config): LoggerOptions {
   return {
     level: config.logLevel,
     base: { service: 'portcullis' },
-    timestamp: () => `,"time":"${new Date().toISOString()}"`,
+    timestamp: logTimestamp,
     formatters: { level: (label) => ({ level: label }) },
     redact: {
       paths: [
