@@ -16,12 +16,16 @@ export interface Started {
 }
 
 /**
- * Forks server.ts in `role` (sim | bare | gateway); resolves when it listens. `env` is added to
- * this process's environment (e.g. BENCH_SETTINGS); `execArgv` to node's flags.
+ * Forks server.ts in `role` (sim | bare | gateway | components); resolves when it listens.
+ * `env` is added to this process's environment (e.g. BENCH_SETTINGS); `execArgv` to node's
+ * flags; `wrapper` runs node under another program (instructions.ts: valgrind).
  */
-export function start(role: string, args: string[], options: { env?: Record<string, string>; execArgv?: string[] } = {}): Promise<Started> {
+export function start(role: string, args: string[], options: { env?: Record<string, string>; execArgv?: string[]; wrapper?: string[] } = {}): Promise<Started> {
+  // With a wrapper (e.g. valgrind and its options), node runs under it: `wrapper… node flags… server.ts`.
+  const [execPath, ...wrapperArgs] = options.wrapper ?? [process.execPath];
   const child = fork(fileURLToPath(new URL('./server.ts', import.meta.url)), [role, ...args], {
-    execArgv: ['--import', 'tsx', ...(options.execArgv ?? [])],
+    execPath,
+    execArgv: [...wrapperArgs, ...(options.wrapper ? [process.execPath] : []), '--import', 'tsx', ...(options.execArgv ?? [])],
     stdio: 'inherit',
     env: { ...process.env, ...options.env },
   });
