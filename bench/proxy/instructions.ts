@@ -1,9 +1,11 @@
 /**
  * Instructions per proxied request, counted by valgrind's callgrind: a measure this shared,
  * unsteady machine cannot move. Time-based figures (run.ts) drift with the machine's phase
- * and with each process's luck; an instruction count of the same code under the same load
- * repeats to within a fraction of a percent (two gateway runs: 533.9k and 534.5k), so a
- * change to the request path can be judged in a minute, before the slower timed run.
+ * and with each process's luck (single rounds 50–86% of the bare proxy on the same code); an
+ * instruction count of the same code under the same load repeats to within about 2% (four
+ * runs of one gateway, non-streaming: 527.3k–536.0k), though V8's choices still differ from
+ * run to run (one streaming run in six came out 10% higher): repeat a run before believing
+ * a small difference. It judges a change to the request path in minutes, before run.ts.
  *
  *   npx tsx bench/proxy/instructions.ts [stream=0|1] [targets=bare,gateway]
  *   INSTR_REQUESTS=2000 INSTR_WARMUP=5000 INSTR_CONNECTIONS=8   (the defaults)
@@ -17,7 +19,10 @@
  * vary with when V8 chooses to compile, so they are shown, not compared).
  * Counted: user-space instructions only. The kernel's work (the socket reads and writes, the
  * same number of them for every target) is not, so the ratio to the bare proxy is larger
- * than the ratio of CPU time.
+ * than the ratio of CPU time. And valgrind runs a process's threads one at a time, which
+ * changes when V8's background compiles land: a piece of code can count far more here than
+ * it costs at full speed (the SSE tap: 135k instructions of a streamed request here, 3–5%
+ * of its CPU in a timed A/B). A difference found here is confirmed with ab.ts or run.ts.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
