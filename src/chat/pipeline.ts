@@ -123,11 +123,20 @@ export class ChatPipeline {
    * closure made inside `messages()` keeps that whole scope alive (the upstream body, the
    * client's response, their buffers) until the write commits, tens of milliseconds under
    * load (a heap snapshot of the proxy bench held 83 finished-or-running answers for 50 in
-   * flight that way; test/proxy/retention.test.ts).
+   * flight that way; test/proxy/retention.test.ts). The summary is made from the settlement's
+   * own values, and only for a caller that asked for it (the WebSocket door).
    */
-  private settleBeside(settlement: Settlement, end: SettlementEnd, onSummary: ((summary: ChatSummary) => void) | undefined, summary: ChatSummary): void {
+  private settleBeside(
+    settlement: Settlement,
+    end: SettlementEnd,
+    onSummary: ((summary: ChatSummary) => void) | undefined,
+    stopReason: string | null = null,
+    error?: ChatSummary['error'],
+  ): void {
     const settled = settlement.settle(end);
-    const work = onSummary ? settled.then(() => onSummary(summary)) : settled;
+    const work = onSummary
+      ? settled.then(() => onSummary({ outcome: end.outcome, usage: wireUsage(end.usage), stopReason, ...(error ? { error } : {}) }))
+      : settled;
     const tracked = work.finally(() => this.settling.delete(tracked));
     this.settling.add(tracked);
   }
@@ -230,12 +239,7 @@ export class ChatPipeline {
       const complete = outcome.kind === 'buffered';
       const usage = outcome.kind === 'buffered' && outcome.usage ? outcome.usage : emptyUsage();
       // Not awaited: the answer does not wait for the usage write (settle never throws).
-      const result: ChatOutcome = complete ? 'complete' : 'error';
-      this.settleBeside(settlement, end(outcome.status, result, usage, complete ? null : errorTypeOf(outcome.bytes)), onSummary, {
-        outcome: result,
-        usage: wireUsage(usage),
-        stopReason: null,
-      });
+      this.settleBeside(settlement, end(outcome.status, complete ? 'complete' : 'error', usage, complete ? null : errorTypeOf(outcome.bytes)), onSummary);
       return { kind: 'buffered', status: outcome.status, headers, bytes: outcome.bytes };
     }
 
@@ -263,12 +267,8 @@ export class ChatPipeline {
           : 'complete';
       const errorType = failed ? 'api_error' : (summary.error?.type ?? null);
       // Not awaited: the end of the stream does not wait for the usage write (settle never throws).
-      this.settleBeside(settlement, end(streamOutcome.status, result, summary.usage, errorType), onSummary, {
-        outcome: result,
-        usage: wireUsage(summary.usage),
-        stopReason: summary.stopReason,
-        ...(summary.error ? { error: summary.error } : failed ? { error: { type: 'api_error', message: 'upstream connection failed mid-stream' } } : {}),
-      });
+      const error = summary.error ?? (failed ? { type: 'api_error', message: 'upstream connection failed mid-stream' } : undefined);
+      this.settleBeside(settlement, end(streamOutcome.status, result, summary.usage, errorType), onSummary, summary.stopReason, error);
     };
     const relay = async function* (): AsyncGenerator<Uint8Array> {
       try {
