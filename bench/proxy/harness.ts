@@ -7,6 +7,7 @@ import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
+import type { Dispatcher } from 'undici';
 import { ask, cpuOf, mainThreadCpuOf } from '../commands.js';
 
 export interface Started {
@@ -48,6 +49,21 @@ export const headersOf = (key: string, stream: boolean): Record<string, string> 
   'content-type': 'application/json',
   ...(stream ? { 'x-sim-fault': '{"deltas":50}' } : {}),
 });
+
+/**
+ * One POST /v1/messages at a time through `dispatcher` (headers and body made once): each
+ * call resolves when the whole answer is read, and throws unless it was a 200 (and, streaming,
+ * the stream reached message_stop).
+ */
+export function messageSender(dispatcher: Dispatcher, key: string, stream: boolean): () => Promise<void> {
+  const body = bodyOf(stream);
+  const headers = headersOf(key, stream);
+  return async () => {
+    const res = await dispatcher.request({ method: 'POST', path: '/v1/messages', headers, body });
+    const text = await res.body.text();
+    if (res.statusCode !== 200 || (stream && !text.includes('message_stop'))) throw new Error(`status ${res.statusCode}: ${text.slice(0, 200)}`);
+  };
+}
 
 /**
  * autocannon against `url`/v1/messages for `duration` s; req/s, latency, and per request the

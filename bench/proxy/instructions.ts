@@ -31,7 +31,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
 import { buildShipped } from '../shipped.js';
-import { bodyOf, headersOf, start, stop } from './harness.js';
+import { messageSender, start, stop } from './harness.js';
 
 const stream = (process.argv[2] ?? '0') === '1';
 const targets = (process.argv[3] ?? 'bare,gateway').split(',');
@@ -42,16 +42,13 @@ const KEY = `sk-ant-bench-${randomBytes(16).toString('hex')}`;
 
 /** `n` requests, `CONNECTIONS` at a time; throws on any answer but a 200. */
 async function send(pool: Pool, key: string, n: number): Promise<void> {
-  const headers = headersOf(key, stream);
-  const body = bodyOf(stream);
+  const one = messageSender(pool, key, stream);
   let sent = 0;
   await Promise.all(
     Array.from({ length: CONNECTIONS }, async () => {
       while (sent < n) {
-        sent++;
-        const res = await pool.request({ method: 'POST', path: '/v1/messages', headers, body });
-        const text = await res.body.text();
-        if (res.statusCode !== 200 || (stream && !text.includes('message_stop'))) throw new Error(`status ${res.statusCode}: ${text.slice(0, 200)}`);
+        sent++; // claimed before sending, so exactly n are sent
+        await one();
       }
     }),
   );

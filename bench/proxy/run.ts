@@ -32,7 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
 import { buildShipped } from '../shipped.js';
 import { median } from '../stats.js';
-import { bodyOf, headersOf, load as loadTarget, start, stop as stopChild } from './harness.js';
+import { load as loadTarget, messageSender, start, stop as stopChild } from './harness.js';
 
 const seconds = Number(process.argv[2] ?? 10);
 const sequential = Number(process.argv[3] ?? 3000);
@@ -44,13 +44,7 @@ const load = (target: Target, stream: boolean, duration: number) => loadTarget(t
 
 async function hrtimeLatency(url: string, key: string, stream: boolean, n: number) {
   const client = new Client(url, { pipelining: 1 });
-  const body = bodyOf(stream);
-  const headers = headersOf(key, stream);
-  const one = async () => {
-    const res = await client.request({ method: 'POST', path: '/v1/messages', headers, body });
-    const text = await res.body.text();
-    if (res.statusCode !== 200 || (stream && !text.includes('message_stop'))) throw new Error(`${url}: ${res.statusCode}`);
-  };
+  const one = messageSender(client, key, stream);
   for (let i = 0; i < Math.min(300, n); i++) await one();
   const samples = new Float64Array(n);
   for (let i = 0; i < n; i++) {
