@@ -14,11 +14,11 @@ import { Worker } from 'node:worker_threads';
 import type { Insertable } from 'kysely';
 import type { Db } from '../db/index.js';
 import type { UsageRecordsTable } from '../db/types.js';
-import { USAGE_COLUMNS } from './usage-columns.js';
+import { USAGE_VALUE_COLUMNS, nextUsageId } from './usage-columns.js';
 import type { UsageRowValues } from './usage-columns.js';
 
 export interface UsageRowWriter {
-  /** Resolves once every row (its values in USAGE_COLUMNS order) is committed; rejects when the batch failed. */
+  /** Resolves once every row (its values in USAGE_VALUE_COLUMNS order) is committed with an id of its own; rejects when the batch failed. */
   write(rows: UsageRowValues[]): Promise<void>;
   /** Waits for writes in flight, then frees what the writer holds. */
   close(): Promise<void>;
@@ -28,7 +28,7 @@ export interface UsageRowWriter {
 export function kyselyUsageWriter(db: Db): UsageRowWriter {
   return {
     async write(rows) {
-      const named = rows.map((values) => Object.fromEntries(USAGE_COLUMNS.map((column, i) => [column, values[i]])) as Insertable<UsageRecordsTable>);
+      const named = rows.map((values) => ({ id: nextUsageId(), ...Object.fromEntries(USAGE_VALUE_COLUMNS.map((column, i) => [column, values[i]])) }) as Insertable<UsageRecordsTable>);
       await db.insertInto('usage_records').values(named).execute();
     },
     async close() {},
@@ -77,10 +77,10 @@ export function sqliteWorkerUsageWriter(path: string, fallback: UsageRowWriter):
       let settle!: { resolve: () => void; reject: (err: Error) => void };
       const written = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
       waiting.set(id, { ...settle, written });
-      // As one JSON string: cloning a string is a copy, while the structured clone of row
-      // objects costs about a microsecond per field on the event loop. Each row is an array of
-      // its values (no column names repeated per row; bound by position in the thread).
-      worker.postMessage({ id, rows: JSON.stringify(rows) });
+      // The arrays as they are: the structured clone of arrays of plain values costs about
+      // a microsecond a row here, a third of JSON.stringify's (rows as objects cost about a
+      // microsecond per field). No column names repeated per row; bound by position there.
+      worker.postMessage({ id, rows });
       return written;
     },
     async close() {

@@ -3,7 +3,6 @@
  * summaries of those rows. The same SQL runs on SQLite and PostgreSQL; days are UTC and are
  * bucketed by integer division of the epoch milliseconds, which both databases do alike.
  */
-import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { z } from 'zod';
 import type { Db } from '../db/index.js';
@@ -159,21 +158,6 @@ function looksValid(r: UsageRecord): boolean {
   );
 }
 
-/** This process's part of usage ids (40 random bits), and a counter after it. */
-const idInstance = randomBytes(5).toString('hex');
-let idCounter = 0;
-
-/**
- * `use_` + 32 hex digits: the time (ms, 12 digits), this process (10), a counter (10). Ids
- * grow with time, so each insert appends to the primary-key index instead of landing on a
- * random page (about a third less work per row on SQLite); unique across instances.
- */
-function nextUsageId(): string {
-  // Wraps at 16^10 (an integer comparison: `%` on a number this size calls C's fmod).
-  idCounter = idCounter === 0xffffffffff ? 0 : idCounter + 1;
-  return `use_${Date.now().toString(16).padStart(12, '0')}${idInstance}${idCounter.toString(16).padStart(10, '0')}`;
-}
-
 export interface UsageLedgerOptions {
   /**
    * How long a record may wait for the next write, in ms (default 10). Records arriving
@@ -222,9 +206,9 @@ export class UsageLedger {
       const issue = parsed.success ? undefined : parsed.error.issues[0];
       return Promise.reject(new GatewayError('internal', `usage record: ${issue ? `${issue.path.join('.')}: ${issue.message}` : 'invalid'}`, { reason: 'invalid_usage_record' }));
     }
-    // The row as its values, in USAGE_COLUMNS order (what the writers take).
+    // The row as its values, in USAGE_VALUE_COLUMNS order (what the writers take; they add the id).
     const row: UsageRowValues = [
-      nextUsageId(), r.requestId, r.userId, r.sessionId, r.personalTokenId, r.keyId, r.model, r.stream ? 1 : 0,
+      r.requestId, r.userId, r.sessionId, r.personalTokenId, r.keyId, r.model, r.stream ? 1 : 0,
       r.inputTokens, r.outputTokens, r.cacheCreationInputTokens, r.cacheReadInputTokens,
       r.status, r.outcome, r.errorType, r.latencyMs, r.ttfbMs, r.retries, r.fallback, r.createdAt,
     ];
