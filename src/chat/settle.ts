@@ -8,6 +8,7 @@ import type { AuthContext } from '../auth/authenticate.js';
 import type { RateLimiter } from '../ratelimit/index.js';
 import type { StreamLease, TokenReservation } from '../ratelimit/limiter.js';
 import type { TokenUsage } from '../upstream/sse.js';
+import { writeFlatLine } from '../http/log-line.js';
 import type { UsageLedger, UsageRecord } from '../vault/usage.js';
 
 export type ChatOutcome = UsageRecord['outcome'];
@@ -102,7 +103,10 @@ export class Settlement {
       reservation ? this.deps.limiter.settle(reservation, total).catch(() => {}) : undefined,
       lease ? this.deps.limiter.releaseStream(lease).catch(() => {}) : undefined,
     ]);
-    this.deps.log.info(
+    // The fields are never secret (no credential, no prompt): written as one JSON.stringify (log-line.ts).
+    writeFlatLine(
+      this.deps.log,
+      'info',
       {
         request_id: record.requestId,
         user: auth.user.subject,
