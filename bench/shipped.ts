@@ -9,7 +9,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type * as App from '../src/app.js';
 import type * as ConfigModule from '../src/config/index.js';
 import type * as EngineModule from '../src/engine/index.js';
@@ -19,7 +19,9 @@ import type * as RateLimitModule from '../src/ratelimit/index.js';
 import type * as RuntimeModule from '../src/runtime.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const dist = new URL('../dist/', import.meta.url);
+/** BENCH_DIST=<dir> loads another build instead (a copy of dist/ inside this checkout, so its
+ * packages resolve): how bench/proxy/ab.ts compares two versions of the code. */
+const dist = process.env.BENCH_DIST ? pathToFileURL(`${process.env.BENCH_DIST.replace(/\/+$/, '')}/`) : new URL('../dist/', import.meta.url);
 
 let built = false;
 

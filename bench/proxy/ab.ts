@@ -9,7 +9,11 @@
  *   PAIRS=3 ROUNDS=7 SECONDS=3 npx tsx bench/proxy/ab.ts '{}' '{"BENCH_SETTINGS":"{\"RATE_LIMIT_RPD\":\"0\"}"}'
  *
  * The environment reaches the gateway process (bench/proxy/server.ts): BENCH_SETTINGS
- * overrides gateway settings, NODE_OPTIONS passes node flags.
+ * overrides gateway settings, NODE_OPTIONS passes node flags, BENCH_DIST=<dir> runs another
+ * build (bench/shipped.ts), e.g. the last commit's, to compare two versions of the code:
+ *
+ *   git stash && npm run build && cp -r dist bench/proxy/profiles/dist-base && git stash pop
+ *   npx tsx bench/proxy/ab.ts '{"BENCH_DIST":"bench/proxy/profiles/dist-base"}' '{}'
  */
 import { randomBytes } from 'node:crypto';
 import { buildShipped } from '../shipped.js';
