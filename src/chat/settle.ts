@@ -71,7 +71,7 @@ export class Settlement {
     return this.settled;
   }
 
-  private async run(end: SettlementEnd): Promise<void> {
+  private run(end: SettlementEnd): Promise<void> {
     clearInterval(this.renewal);
     const { auth, reservation, lease } = this.start;
     const now = this.deps.now();
@@ -98,11 +98,15 @@ export class Settlement {
       fallback: end.fallback,
       createdAt: this.start.startedAt,
     };
-    await Promise.all([
-      this.deps.usage.record(record).catch((err: unknown) => this.deps.log.error({ err, request_id: record.requestId }, 'usage record failed')),
+    const { log } = this.deps;
+    const { requestId } = record;
+    // The promise keeps nothing of the request: the usage batch, the limiter's answers and
+    // this handler (only the id), so nothing waits with the record for the batch's commit.
+    const written = Promise.all([
+      this.deps.usage.record(record).catch((err: unknown) => log.error({ err, request_id: requestId }, 'usage record failed')),
       reservation ? this.deps.limiter.settle(reservation, total).catch(() => {}) : undefined,
       lease ? this.deps.limiter.releaseStream(lease).catch(() => {}) : undefined,
-    ]);
+    ]).then(noop);
     // The fields are never secret (no credential, no prompt): written as one JSON.stringify (log-line.ts).
     writeFlatLine(
       this.deps.log,
@@ -129,5 +133,8 @@ export class Settlement {
       },
       'chat request settled',
     );
+    return written;
   }
 }
+
+function noop(): void {}
