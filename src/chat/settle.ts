@@ -8,7 +8,7 @@ import type { AuthContext } from '../auth/authenticate.js';
 import type { RateLimiter } from '../ratelimit/index.js';
 import type { StreamLease, TokenReservation } from '../ratelimit/limiter.js';
 import type { TokenUsage } from '../upstream/sse.js';
-import { writeFlatLine } from '../http/log-line.js';
+import { flatLine } from '../http/log-line.js';
 import type { UsageLedger, UsageRecord } from '../vault/usage.js';
 
 export type ChatOutcome = UsageRecord['outcome'];
@@ -100,40 +100,35 @@ export class Settlement {
     };
     const { log } = this.deps;
     const { requestId } = record;
-    // The promise keeps nothing of the request: the usage batch, the limiter's answers and
-    // this handler (only the id), so nothing waits with the record for the batch's commit.
-    const written = Promise.all([
+    // Made now, written once the usage record is (lines then reach the log together, one
+    // write per batch). The fields are never secret (no credential, no prompt): serialized
+    // in one JSON.stringify (log-line.ts).
+    const writeLine = flatLine(log, 'info', {
+      request_id: requestId,
+      user: auth.user.subject,
+      credential: auth.credential,
+      key: end.keyName,
+      model: record.model,
+      transport: this.start.transport,
+      stream: record.stream,
+      status: record.status,
+      outcome: record.outcome,
+      error_type: record.errorType ?? undefined,
+      input_tokens: record.inputTokens,
+      output_tokens: record.outputTokens,
+      cache_creation_input_tokens: record.cacheCreationInputTokens,
+      cache_read_input_tokens: record.cacheReadInputTokens,
+      latency_ms: record.latencyMs,
+      ttfb_ms: record.ttfbMs,
+      retries: record.retries,
+      fallback: record.fallback ?? undefined,
+    }, 'chat request settled');
+    // What waits for the commit holds only the line and the request id, nothing of the request.
+    return Promise.all([
       this.deps.usage.record(record).catch((err: unknown) => log.error({ err, request_id: requestId }, 'usage record failed')),
       reservation ? this.deps.limiter.settle(reservation, total).catch(() => {}) : undefined,
       lease ? this.deps.limiter.releaseStream(lease).catch(() => {}) : undefined,
-    ]).then(noop);
-    // The fields are never secret (no credential, no prompt): written as one JSON.stringify (log-line.ts).
-    writeFlatLine(
-      this.deps.log,
-      'info',
-      {
-        request_id: record.requestId,
-        user: auth.user.subject,
-        credential: auth.credential,
-        key: end.keyName,
-        model: record.model,
-        transport: this.start.transport,
-        stream: record.stream,
-        status: record.status,
-        outcome: record.outcome,
-        error_type: record.errorType ?? undefined,
-        input_tokens: record.inputTokens,
-        output_tokens: record.outputTokens,
-        cache_creation_input_tokens: record.cacheCreationInputTokens,
-        cache_read_input_tokens: record.cacheReadInputTokens,
-        latency_ms: record.latencyMs,
-        ttfb_ms: record.ttfbMs,
-        retries: record.retries,
-        fallback: record.fallback ?? undefined,
-      },
-      'chat request settled',
-    );
-    return written;
+    ]).then(writeLine ?? noop);
   }
 }
 

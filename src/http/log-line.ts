@@ -1,14 +1,14 @@
 /**
- * A log line of flat fields written to a pino logger's destination as pino itself writes
- * `logger[level](fields, msg)`: the same level, time, bindings and message, in the same
- * order, but the fields serialized by one `JSON.stringify` instead of pino's key-by-key
- * serialization. For the line every chat request writes when it settles (chat/settle.ts):
- * through pino that line cost about 8% of the gateway's CPU under the proxy bench's load
+ * A log line of flat fields, made as pino itself makes `logger[level](fields, msg)` (the same
+ * level, time, bindings and message, in the same order) but serialized by one
+ * `JSON.stringify` instead of pino's key-by-key serialization, and written when the caller
+ * chooses. For the line every chat request writes when it settles (chat/settle.ts): through
+ * pino that line cost about 8% of the gateway's CPU under the proxy bench's load
  * (docs/benchmarks.md, session 9), several times what it costs in a loop of its own.
  *
  * Pino's serializers, redaction, mixins and hooks do not run: only for fields that are never
  * secret and need no serializer. A logger that is not a pino instance gets a plain call.
- * test/http/log-line.test.ts holds it to pino's own output with the app's logger options.
+ * test/foundation/log-line.test.ts holds it to pino's own output with the app's options.
  */
 import pino from 'pino';
 import type { FastifyBaseLogger } from 'fastify';
@@ -25,17 +25,21 @@ const MSG_PREFIX = symbols.msgPrefixSym!;
 type Level = 'error' | 'warn' | 'info' | 'debug';
 export type FlatFields = Record<string, string | number | boolean | null | undefined>;
 
-export function writeFlatLine(logger: FastifyBaseLogger, level: Level, fields: FlatFields, msg: string): void {
+/**
+ * The line, stamped now; call the function returned to write it (it holds the line's text,
+ * not `fields`). Undefined when `level` is below the logger's.
+ */
+export function flatLine(logger: FastifyBaseLogger, level: Level, fields: FlatFields, msg: string): (() => void) | undefined {
   const p = logger as unknown as Record<symbol, unknown> & { levels?: { values: Record<string, number> } };
   const stream = p[STREAM] as { write(line: string): void } | undefined;
   if (stream === undefined || p[MSG_PREFIX] !== undefined || p.levels === undefined) {
-    logger[level](fields, msg);
-    return;
+    return () => logger[level](fields, msg);
   }
-  if (!(logger as unknown as Logger).isLevelEnabled(level)) return;
+  if (!(logger as unknown as Logger).isLevelEnabled(level)) return undefined;
   // Undefined fields are left out by both; `{}` has no fields to add.
   const json = JSON.stringify(fields);
   const props = json.length > 2 ? `,${json.slice(1, -1)}` : '';
   const prefix = (p[LEVEL_PREFIXES] as Record<number, string>)[p.levels.values[level]!];
-  stream.write(`${prefix}${(p[TIME] as () => string)()}${p[BINDINGS] as string}${props},"msg":${JSON.stringify(msg)}${p[END] as string}`);
+  const line = `${prefix}${(p[TIME] as () => string)()}${p[BINDINGS] as string}${props},"msg":${JSON.stringify(msg)}${p[END] as string}`;
+  return () => stream.write(line);
 }

@@ -1,14 +1,14 @@
 /**
- * `writeFlatLine` (src/http/log-line.ts) writes the line pino would write for the same call,
+ * `flatLine` (src/http/log-line.ts) makes the line pino would write for the same call,
  * byte for byte, with the app's own logger options: level, time, the logger's bindings, the
  * fields in their order (undefined ones left out) and the message. It honours the level, and
- * a logger that is not pino gets a plain call.
+ * a logger that is not pino gets a plain call. The line is stamped when made, written when asked.
  */
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { loggerOptions } from '../../src/app.js';
 import { loadConfig } from '../../src/config/index.js';
-import { writeFlatLine } from '../../src/http/log-line.js';
+import { flatLine } from '../../src/http/log-line.js';
 import type { FlatFields } from '../../src/http/log-line.js';
 import type { FastifyBaseLogger } from 'fastify';
 import { baseEnv } from '../helpers/env.js';
@@ -35,7 +35,7 @@ describe('writeFlatLine', () => {
   it.each(cases.map((fields, i) => [i, fields] as const))('writes what pino writes (case %i)', (_i, fields) => {
     const { logger, lines } = capture();
     logger.info(fields, 'chat request settled');
-    writeFlatLine(logger, 'info', fields, 'chat request settled');
+    flatLine(logger, 'info', fields, 'chat request settled')!();
     expect(lines).toHaveLength(2);
     expect(lines[1]).toBe(lines[0]);
     expect(JSON.parse(lines[1]!)).toMatchObject({ level: 'info', service: 'portcullis', msg: 'chat request settled' });
@@ -45,21 +45,34 @@ describe('writeFlatLine', () => {
     const { logger, lines } = capture();
     const child = logger.child({ instance: 'i-1' });
     child.warn({ a: 1 }, 'm');
-    writeFlatLine(child, 'warn', { a: 1 }, 'm');
+    flatLine(child, 'warn', { a: 1 }, 'm')!();
     expect(lines[1]).toBe(lines[0]);
     expect(JSON.parse(lines[1]!)).toMatchObject({ level: 'warn', instance: 'i-1', a: 1 });
   });
 
+  it('writes the line only when asked, with the time it was made', () => {
+    const lines: string[] = [];
+    let now = 1;
+    const logger = pino({ base: null, timestamp: () => `,"time":${now}` }, { write: (line: string) => void lines.push(line) }) as unknown as FastifyBaseLogger;
+    const write = flatLine(logger, 'info', { a: 1 }, 'm')!;
+    now = 2;
+    expect(lines).toEqual([]);
+    write();
+    expect(JSON.parse(lines[0]!)).toMatchObject({ time: 1, a: 1, msg: 'm' });
+  });
+
   it('writes nothing below the logger level', () => {
     const { logger, lines } = capture('warn');
-    writeFlatLine(logger, 'info', { a: 1 }, 'm');
+    expect(flatLine(logger, 'info', { a: 1 }, 'm')).toBeUndefined();
     expect(lines).toEqual([]);
   });
 
   it('calls a logger that is not pino the plain way', () => {
     const calls: unknown[][] = [];
     const plain = { info: (...args: unknown[]) => void calls.push(args) } as unknown as FastifyBaseLogger;
-    writeFlatLine(plain, 'info', { a: 1 }, 'm');
+    const write = flatLine(plain, 'info', { a: 1 }, 'm')!;
+    expect(calls).toEqual([]);
+    write();
     expect(calls).toEqual([[{ a: 1 }, 'm']]);
   });
 });
