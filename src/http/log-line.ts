@@ -2,9 +2,9 @@
  * A log line of flat fields, made as pino itself makes `logger[level](fields, msg)` (the same
  * level, time, bindings and message, in the same order) but serialized by one
  * `JSON.stringify` instead of pino's key-by-key serialization, and written when the caller
- * chooses. For the line every chat request writes when it settles (chat/settle.ts): through
- * pino that line cost about 8% of the gateway's CPU under the proxy bench's load
- * (docs/benchmarks.md, session 9), several times what it costs in a loop of its own.
+ * chooses. For the line every chat request writes when it settles (chat/settle.ts), the
+ * busiest line there is: under the proxy bench's load, pino's serialization of its 18 fields
+ * cost several times its price in a loop of its own (docs/benchmarks.md, session 9).
  *
  * Pino's serializers, redaction, mixins and hooks do not run: only for fields that are never
  * secret and need no serializer. A logger that is not a pino instance gets a plain call.
