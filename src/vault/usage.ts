@@ -7,8 +7,8 @@ import { sql } from 'kysely';
 import { z } from 'zod';
 import type { Db } from '../db/index.js';
 import { GatewayError } from '../errors/index.js';
-import { kyselyUsageWriter } from './usage-writer.js';
-import type { UsageRowWriter } from './usage-writer.js';
+import { kyselyUsageWriter, pendingWrite } from './usage-writer.js';
+import type { PendingWrite, UsageRowWriter } from './usage-writer.js';
 import type { UsageRowValues } from './usage-columns.js';
 
 export interface UsageRecord {
@@ -124,21 +124,8 @@ export async function keyUsage(db: Db): Promise<Map<string, KeyUsage>> {
 }
 
 /** Rows waiting for the next write; every record in it gets the same answer. */
-interface Batch {
+interface Batch extends PendingWrite {
   rows: UsageRowValues[];
-  written: Promise<void>;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-}
-
-function newBatch(): Batch {
-  let resolve!: () => void;
-  let reject!: (err: unknown) => void;
-  const written = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { rows: [], written, resolve, reject };
 }
 
 /** Largest batch written in one INSERT (bounded by SQLite's 32766 bound parameters at 20 a row). */
@@ -213,7 +200,7 @@ export class UsageLedger {
       r.status, r.outcome, r.errorType, r.latencyMs, r.ttfbMs, r.retries, r.fallback, r.createdAt,
     ];
     // One promise per batch, shared by its records: none made per record.
-    const batch = (this.batch ??= newBatch());
+    const batch = (this.batch ??= { rows: [], ...pendingWrite() });
     batch.rows.push(row);
     if (batch.rows.length >= MAX_BATCH) {
       clearTimeout(this.timer);
