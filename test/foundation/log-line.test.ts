@@ -31,7 +31,7 @@ const cases: FlatFields[] = [
   {},
 ];
 
-describe('writeFlatLine', () => {
+describe('flatLine', () => {
   it.each(cases.map((fields, i) => [i, fields] as const))('writes what pino writes (case %i)', (_i, fields) => {
     const { logger, lines } = capture();
     logger.info(fields, 'chat request settled');
