@@ -283,24 +283,21 @@ export class ChatPipeline {
       new Promise((resolve) => {
         const body = streamOutcome.body;
         const done = () => {
-          body.off('data', onData);
           finish();
           resolve();
         };
-        const onData = (chunk: Buffer) => {
+        body.read((chunk) => {
           settlement.firstByte();
           tap.push(chunk);
-          if (!res.write(chunk)) {
-            body.pause();
-            res.once('drain', () => body.resume());
-          }
-        };
-        body.on('data', onData);
+          if (res.write(chunk)) return true;
+          res.once('drain', () => body.resume());
+          return false;
+        });
         body.once('end', () => {
           if (!res.destroyed) res.end();
           done();
         });
-        body.once('error', (err) => {
+        body.once('error', (err: unknown) => {
           const tail = broken(err);
           if (!res.destroyed) res.end(tail);
           done();

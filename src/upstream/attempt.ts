@@ -63,27 +63,6 @@ function errorName(err: unknown): string {
 }
 
 /**
- * The whole body, read with 'data' events (an async iterator costs far more per response).
- * 'close' follows 'end' on every body, so the premature-close error is built only when the
- * body did not end (an Error captures a stack: tens of µs per response otherwise).
- */
-function readAll(body: UpstreamBody): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let ended = false;
-    body.on('data', (chunk: Buffer) => chunks.push(chunk));
-    body.once('end', () => {
-      ended = true;
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
-    });
-    body.once('error', reject);
-    body.once('close', () => {
-      if (!ended) reject(Object.assign(new Error('upstream body closed before its end'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
-    });
-  });
-}
-
-/**
  * Runs one attempt. Resolves to a verdict; rejects only with the client's abort reason (client
  * gone) or `DeadlineExceeded`. A `stream` verdict's body keeps following the client's signal
  * until it closes; call `detach()` if you stop caring earlier.
@@ -124,7 +103,7 @@ export async function runAttempt(input: AttemptInput): Promise<AttemptVerdict> {
     }
     let bytes: Buffer;
     try {
-      bytes = await readAll(body);
+      bytes = await body.readAll();
     } catch (err) {
       return failed(err);
     }

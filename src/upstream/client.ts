@@ -1,12 +1,18 @@
 /**
  * The HTTP client to Anthropic (or the simulator): one undici Pool per base URL with
  * keep-alive. `send` is a single attempt, no retries, no header policy: it sends exactly what
- * it is given (see headers.ts for what that should be, resilient.ts for retries).
+ * it is given (see headers.ts for what that should be, resilient.ts for retries). It uses
+ * undici's dispatch handler API rather than `request()`: the body reaches its reader through
+ * an UpstreamBody (body.ts) instead of a Readable stream and a promise per response.
  */
 import { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
+import { UpstreamBody } from './body.js';
+import type { BodySource } from './body.js';
+
+export { UpstreamBody };
 
 export interface UpstreamClientOptions {
   /** Anthropic's API origin, or the simulator's http://127.0.0.1:PORT; a path prefix is kept. */
@@ -80,13 +86,89 @@ export class Aborter extends EventEmitter implements CancelSignal {
   }
 }
 
-/** The body stream undici returns (a Readable; async-iterable). */
-export type UpstreamBody = Dispatcher.ResponseData['body'];
-
 export interface UpstreamResponse {
   status: number;
   headers: IncomingHttpHeaders;
   body: UpstreamBody;
+}
+
+/**
+ * One request's dispatch handler (undici's handler API): resolves `send` with the status and
+ * headers, then feeds the body. Until the response starts, the client's signal cancels the
+ * request; after, it fails the body with the signal's reason (as `request()` did).
+ */
+class Exchange implements Dispatcher.DispatchHandler, BodySource {
+  private controller: Dispatcher.DispatchController | null = null;
+  private body: UpstreamBody | null = null;
+  private reason: Error | null = null;
+  private settled = false;
+
+  constructor(
+    private readonly signal: AbortSignal | Aborter | undefined,
+    private readonly resolve: (response: UpstreamResponse) => void,
+    private readonly reject: (err: unknown) => void,
+  ) {
+    if (!signal) return;
+    if (signal.aborted) this.reason = abortReason(signal);
+    else signal.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  private readonly onAbort = (): void => {
+    this.reason = abortReason(this.signal!);
+    this.controller?.abort(this.reason);
+  };
+
+  private done(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.signal?.removeEventListener('abort', this.onAbort);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.reason) controller.abort(this.reason);
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    // 1xx informational answers carry no body; the real one follows.
+    if (statusCode < 200) return;
+    this.body = new UpstreamBody(this);
+    this.resolve({ status: statusCode, headers, body: this.body });
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.body?.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    this.done();
+    this.body?.finish();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.done();
+    if (this.body) this.body.fail(err);
+    else this.reject(err);
+  }
+
+  // BodySource: what the body asks of the response.
+  pause(): void {
+    this.controller?.pause();
+  }
+
+  resume(): void {
+    this.controller?.resume();
+  }
+
+  abort(reason: Error): void {
+    this.done();
+    this.controller?.abort(reason);
+  }
+}
+
+function abortReason(signal: AbortSignal | Aborter): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : Object.assign(new Error('This operation was aborted'), { name: 'AbortError', cause: reason });
 }
 
 /** A pool of keep-alive connections to one upstream origin. */
@@ -110,16 +192,19 @@ export class UpstreamClient {
   }
 
   /** One attempt. Rejects on connection errors, timeouts and abort; any HTTP status resolves. */
-  async send(request: UpstreamRequest): Promise<UpstreamResponse> {
-    const response = await this.pool.request({
-      method: request.method as Dispatcher.HttpMethod,
-      path: `${this.prefix}${request.path.startsWith('/') ? '' : '/'}${request.path}`,
-      // undici frames the body itself (content-length from the Buffer's length).
-      headers: request.headers,
-      body: request.body,
-      signal: request.signal,
+  send(request: UpstreamRequest): Promise<UpstreamResponse> {
+    return new Promise((resolve, reject) => {
+      this.pool.dispatch(
+        {
+          method: request.method as Dispatcher.HttpMethod,
+          path: `${this.prefix}${request.path.startsWith('/') ? '' : '/'}${request.path}`,
+          // undici frames the body itself (content-length from the Buffer's length).
+          headers: request.headers,
+          body: request.body ?? null,
+        },
+        new Exchange(request.signal, resolve, reject),
+      );
     });
-    return { status: response.statusCode, headers: response.headers as IncomingHttpHeaders, body: response.body };
   }
 
   /** Closes idle sockets and waits for requests in flight. */
