@@ -48,8 +48,9 @@ export interface AttemptInput {
   remainingMs: number;
 }
 
-function isEventStream(headers: IncomingHttpHeaders): boolean {
-  return (headerValue(headers['content-type']) ?? '').toLowerCase().startsWith('text/event-stream');
+/** The answers an attempt commits to on their headers: a 2xx event stream. */
+function isCommittedStream(status: number, headers: IncomingHttpHeaders): boolean {
+  return status >= 200 && status < 300 && (headerValue(headers['content-type']) ?? '').toLowerCase().startsWith('text/event-stream');
 }
 
 function isJson(headers: IncomingHttpHeaders): boolean {
@@ -90,22 +91,17 @@ export async function runAttempt(input: AttemptInput): Promise<AttemptVerdict> {
   try {
     let response;
     try {
-      response = await input.client.send({ method: input.method, path: input.path, headers: input.headers, body: input.body, signal: controller });
+      // Any other answer is read whole before send resolves (a failure while reading rejects).
+      response = await input.client.send({ method: input.method, path: input.path, headers: input.headers, body: input.body, signal: controller, streamIf: isCommittedStream });
     } catch (err) {
       return failed(err);
     }
-    const { status, headers, body } = response;
-    if (status >= 200 && status < 300 && isEventStream(headers)) {
+    const { status, headers, body, bytes } = response;
+    if (body) {
       committed = true;
       clearTimeout(timer);
       body.once('close', detach);
       return { kind: 'stream', status, headers, body, detach };
-    }
-    let bytes: Buffer;
-    try {
-      bytes = await body.readAll();
-    } catch (err) {
-      return failed(err);
     }
     if (status >= 200 && status < 300) {
       let json: unknown = undefined;

@@ -77,23 +77,6 @@ export class UpstreamBody extends EventEmitter {
     this.source.abort(new BodyDestroyed());
   }
 
-  /** The whole body. Rejects when it fails or is destroyed before its end. */
-  readAll(): Promise<Buffer> {
-    return new Promise((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let ended = false;
-      this.read((chunk) => void chunks.push(chunk));
-      this.once('end', () => {
-        ended = true;
-        resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
-      });
-      this.once('error', reject);
-      this.once('close', () => {
-        if (!ended) reject(prematureClose());
-      });
-    });
-  }
-
   /** The chunks as an async iterator (the WebSocket door, tests); leaving early destroys the body. */
   async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
     const ready: Buffer[] = [];

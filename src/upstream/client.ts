@@ -41,6 +41,12 @@ export interface UpstreamRequest {
    * an Aborter (an EventEmitter, much cheaper to create: one per attempt).
    */
   signal?: AbortSignal | Aborter;
+  /**
+   * Which answers are read as they arrive: for those, `send` resolves at the headers with a
+   * `body` to read; every other answer is read whole first and resolves with its `bytes`.
+   * Every answer is read as it arrives when absent.
+   */
+  streamIf?: (status: number, headers: IncomingHttpHeaders) => boolean;
 }
 
 /**
@@ -86,25 +92,28 @@ export class Aborter extends EventEmitter implements CancelSignal {
   }
 }
 
-export interface UpstreamResponse {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: UpstreamBody;
-}
+/** An answer: read as it arrives (`body`), or whole (`bytes`), as the request's `streamIf` chose. */
+export type UpstreamResponse =
+  | { status: number; headers: IncomingHttpHeaders; body: UpstreamBody; bytes?: undefined }
+  | { status: number; headers: IncomingHttpHeaders; bytes: Buffer; body?: undefined };
 
 /**
  * One request's dispatch handler (undici's handler API): resolves `send` with the status and
- * headers, then feeds the body. Until the response starts, the client's signal cancels the
- * request; after, it fails the body with the signal's reason (as `request()` did).
+ * headers, then feeds the body; or, for an answer read whole, resolves with its bytes at the
+ * end. Until `send` resolves, the client's signal cancels the request (`send` rejects with
+ * the signal's reason); after, it fails the body with that reason (as `request()` did).
  */
 class Exchange implements Dispatcher.DispatchHandler, BodySource {
   private controller: Dispatcher.DispatchController | null = null;
   private body: UpstreamBody | null = null;
+  /** The answer being read whole: its status, headers and chunks so far. */
+  private whole: { status: number; headers: IncomingHttpHeaders; chunks: Buffer[] } | null = null;
   private reason: Error | null = null;
   private settled = false;
 
   constructor(
     private readonly signal: AbortSignal | Aborter | undefined,
+    private readonly streamIf: UpstreamRequest['streamIf'],
     private readonly resolve: (response: UpstreamResponse) => void,
     private readonly reject: (err: unknown) => void,
   ) {
@@ -132,17 +141,26 @@ class Exchange implements Dispatcher.DispatchHandler, BodySource {
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     // 1xx informational answers carry no body; the real one follows.
     if (statusCode < 200) return;
+    if (this.streamIf && !this.streamIf(statusCode, headers)) {
+      this.whole = { status: statusCode, headers, chunks: [] };
+      return;
+    }
     this.body = new UpstreamBody(this);
     this.resolve({ status: statusCode, headers, body: this.body });
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.body?.push(chunk);
+    if (this.body) this.body.push(chunk);
+    else this.whole?.chunks.push(chunk);
   }
 
   onResponseEnd(): void {
     this.done();
-    this.body?.finish();
+    if (this.body) return this.body.finish();
+    const whole = this.whole;
+    if (!whole) return this.reject(new Error('upstream answer ended before its headers'));
+    const { chunks } = whole;
+    this.resolve({ status: whole.status, headers: whole.headers, bytes: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
@@ -202,7 +220,7 @@ export class UpstreamClient {
           headers: request.headers,
           body: request.body ?? null,
         },
-        new Exchange(request.signal, resolve, reject),
+        new Exchange(request.signal, request.streamIf, resolve, reject),
       );
     });
   }

@@ -34,6 +34,13 @@ function watch(body: UpstreamBody): string[] {
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
+/** Every chunk of `body`, concatenated (rejects as its iterator throws). */
+async function readAll(body: UpstreamBody): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
 describe('UpstreamBody', () => {
   it('keeps chunks that arrive before its reader, then delivers them in order and ends', async () => {
     const body = new UpstreamBody(new Source());
@@ -107,10 +114,10 @@ describe('UpstreamBody', () => {
     });
   });
 
-  it('failed by the source: error then close; readAll rejects with the error', async () => {
+  it('failed by the source: error then close; its reader gets the error', async () => {
     const body = new UpstreamBody(new Source());
     const seen = watch(body);
-    const all = body.readAll();
+    const all = readAll(body);
     body.push(Buffer.from('part'));
     body.fail(new Error('socket hang up'));
     await expect(all).rejects.toThrow('socket hang up');
@@ -123,25 +130,6 @@ describe('UpstreamBody', () => {
     body.once('close', () => (closed = true));
     expect(() => body.fail(new Error('nobody listens'))).not.toThrow();
     expect(closed).toBe(true);
-  });
-
-  it('readAll: one chunk as it is, several concatenated; a destroyed body rejects as closed early', async () => {
-    const one = new UpstreamBody(new Source());
-    const only = Buffer.from('only');
-    one.push(only);
-    one.finish();
-    expect(await one.readAll()).toBe(only);
-
-    const several = new UpstreamBody(new Source());
-    const all = several.readAll();
-    for (const part of ['a', 'b', 'c']) several.push(Buffer.from(part));
-    several.finish();
-    expect((await all).toString()).toBe('abc');
-
-    const cut = new UpstreamBody(new Source());
-    const cutAll = cut.readAll();
-    cut.destroy();
-    await expect(cutAll).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
   });
 
   it('as an async iterator: yields every chunk, throws the failure, and destroys the body when left early', async () => {
@@ -165,6 +153,13 @@ describe('UpstreamBody', () => {
     failing.push(Buffer.from('x'));
     failing.fail(new Error('broken'));
     await expect(failed).rejects.toThrow('broken');
+
+    const cut = new UpstreamBody(new Source());
+    const cutRead = readAll(cut);
+    cut.push(Buffer.from('x'));
+    await tick();
+    cut.destroy(); // closed before its end, by someone else than this reader
+    await expect(cutRead).rejects.toMatchObject({ code: 'ERR_STREAM_PREMATURE_CLOSE' });
 
     const source = new Source();
     const left = new UpstreamBody(source);
@@ -207,15 +202,33 @@ describe('UpstreamClient.send (undici dispatch) against the simulator', () => {
     const response = await client.send({ method: 'POST', path: '/v1/messages', headers: { ...headers, 'x-sim-fault': fault }, body });
     expect(response.status).toBe(200);
     expect(response.headers['content-type']).toMatch(/^text\/event-stream/);
+    const reply = response.body!;
     // Read nothing for a while: the simulator's whole answer cannot fit in what is kept.
     await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(response.body.readableLength).toBeLessThan(2 * HIGH_WATER_MARK);
+    expect(reply.readableLength).toBeLessThan(2 * HIGH_WATER_MARK);
     const chunks: Buffer[] = [];
-    for await (const chunk of response.body) {
+    for await (const chunk of reply) {
       chunks.push(chunk);
       if (chunks.length % 20 === 0) await tick();
     }
     expect(normalise(Buffer.concat(chunks).toString())).toBe(expected);
+  });
+
+  it('streamIf: answers it refuses are read whole (bytes), the others as they arrive (body)', async () => {
+    const call = { method: 'POST', path: '/v1/messages', headers, body: messageBody() };
+    const direct = await request(`${baseUrl}/v1/messages`, { method: 'POST', headers, body: messageBody() });
+    const expected = normalise(await direct.body.text());
+    const whole = await client.send({ ...call, streamIf: () => false });
+    expect(whole.body).toBeUndefined();
+    expect(normalise(whole.bytes!.toString())).toBe(expected);
+    const flowing = await client.send({ ...call, streamIf: (status) => status === 200 });
+    expect(flowing.bytes).toBeUndefined();
+    expect(normalise((await readAll(flowing.body!)).toString())).toBe(expected);
+
+    const early = new Aborter();
+    const pending = client.send({ ...call, headers: { ...headers, 'x-sim-fault': JSON.stringify({ latencyMs: 2000 }) }, signal: early, streamIf: () => false });
+    early.abort(new Error('client left'));
+    await expect(pending).rejects.toThrow('client left');
   });
 
   it("the client's signal: before the answer the send rejects with its reason; after, the body fails with it", async () => {
@@ -227,8 +240,8 @@ describe('UpstreamClient.send (undici dispatch) against the simulator', () => {
 
     const late = new Aborter();
     const response = await client.send({ method: 'POST', path: '/v1/messages', headers: { ...headers, 'x-sim-fault': JSON.stringify({ deltas: 50, deltaDelayMs: 20 }) }, body, signal: late });
-    const seen = watch(response.body);
-    const reading = response.body.readAll();
+    const seen = watch(response.body!);
+    const reading = readAll(response.body!);
     late.abort(new Error('client left mid-stream'));
     await expect(reading).rejects.toThrow('client left mid-stream');
     expect(seen).toEqual(['error:client left mid-stream', 'close']);
