@@ -4,7 +4,7 @@
  * and `app.requireCapability(cap)` for admin routes. Installed on the root instance by
  * buildApp, so every plugin sees them.
  */
-import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyRequest, preHandlerAsyncHookHandler, preHandlerHookHandler } from 'fastify';
 import type { Config } from '../config/index.js';
 import type { AuthContext, AuthInput, Authenticate } from './authenticate.js';
 import { checkCsrf, isStateChanging } from './cookies.js';
@@ -19,7 +19,7 @@ declare module 'fastify' {
     auth: AuthContext | null;
   }
   interface FastifyInstance {
-    requireAuth: preHandlerAsyncHookHandler;
+    requireAuth: preHandlerHookHandler;
     requireCapability(capability: Capability): preHandlerAsyncHookHandler;
   }
 }
@@ -47,9 +47,9 @@ export interface AuthGuardDeps {
  * against that IP (see authenticateWithinFailureLimit), and a cookie-authenticated state
  * change must pass the CSRF/Origin checks.
  */
-export async function authenticateRequest(request: FastifyRequest, deps: AuthGuardDeps): Promise<AuthContext> {
+export async function authenticateRequest(request: FastifyRequest, deps: AuthGuardDeps, input = authInput(request)): Promise<AuthContext> {
   if (request.auth) return request.auth;
-  const auth = await authenticateWithinFailureLimit({ limiter: deps.limiter, authenticate: deps.authenticate, ip: request.ip, input: authInput(request) });
+  const auth = await authenticateWithinFailureLimit({ limiter: deps.limiter, authenticate: deps.authenticate, ip: request.ip, input });
   if (auth.credential === 'cookie' && isStateChanging(request.method)) checkCsrf(request, deps.config);
   request.auth = auth;
   return auth;
@@ -57,8 +57,17 @@ export async function authenticateRequest(request: FastifyRequest, deps: AuthGua
 
 export function installAuthGuards(app: FastifyInstance, deps: AuthGuardDeps): void {
   app.decorateRequest('auth', null);
-  const requireAuth: preHandlerAsyncHookHandler = async (request) => {
-    await authenticateRequest(request, deps);
+  // Callback style, with no promise when the credential is cached (Authenticate.cached: a
+  // personal token verified moments ago, a recently verified token also skips the failure
+  // lockout there). Cookies always take authenticateRequest (its CSRF checks).
+  const requireAuth: preHandlerHookHandler = (request, _reply, done) => {
+    const input = authInput(request);
+    const cached = request.auth ?? deps.authenticate.cached(input);
+    if (cached) {
+      request.auth = cached;
+      return done();
+    }
+    authenticateRequest(request, deps, input).then(() => done(), (err: unknown) => done(err as Error));
   };
   app.decorate('requireAuth', requireAuth);
   app.decorate('requireCapability', (capability: Capability): preHandlerAsyncHookHandler => async (request) => {

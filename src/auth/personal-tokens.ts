@@ -169,9 +169,9 @@ export class PersonalTokenService {
     return () => this.events.off('revoke', listener);
   }
 
-  /** True when the token of `hash` (hashToken) was verified on this instance within VERIFIED_CACHE_MS and may still be used. */
-  isRecentlyVerified(hash: string): boolean {
-    return this.trusted(hash, this.now()) !== undefined;
+  /** The record of `hash`'s token (hashToken) when this instance verified it within VERIFIED_CACHE_MS and it may still be used. */
+  recentlyVerified(hash: string): Readonly<PersonalTokenInfo> | undefined {
+    return this.trusted(hash, this.now());
   }
 
   /** The cached record of `hash`'s token while it is trusted (VERIFIED_CACHE_MS) and unexpired. */

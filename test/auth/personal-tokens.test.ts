@@ -36,11 +36,18 @@ describeEachDatabase('personal access tokens', (db) => {
     const { res, body } = await create(session.accessToken, { name: 'laptop', models: ['claude-haiku-*'] });
     expect(res.statusCode).toBe(201);
     expect(body.token.startsWith('pcl_pat_')).toBe(true);
+    // Nothing cached before the token's first use; an access token is never served from `cached`.
+    const { authenticate } = app.services;
+    expect(authenticate.cached({ apiKey: body.token })).toBeUndefined();
+    expect(authenticate.cached({ authorization: `Bearer ${session.accessToken}` })).toBeUndefined();
     for (const headers of [bearer(body.token), { 'x-api-key': body.token }]) {
       const me = await app.inject({ method: 'GET', url: '/auth/me', headers });
       expect(me.statusCode).toBe(200);
       expect(me.json()).toMatchObject({ id: user.id, credential: 'personal_token', personal_token_id: body.id, session_id: null, permissions: { models: ['claude-haiku-*'] } });
     }
+    // Verified moments ago: the same context without I/O, as authenticate gives it.
+    expect(authenticate.cached({ apiKey: body.token })).toEqual(await authenticate({ apiKey: body.token }));
+    expect(authenticate.cached({ apiKey: body.token })).toMatchObject({ personalTokenId: body.id, permissions: { models: ['claude-haiku-*'] } });
     const list = await app.inject({ method: 'GET', url: '/auth/tokens', headers: bearer(session.accessToken) });
     const listed = (list.json() as { data: Record<string, unknown>[] }).data;
     expect(listed).toHaveLength(1);
@@ -55,6 +62,8 @@ describeEachDatabase('personal access tokens', (db) => {
     const a = (await create(session.accessToken, { name: 'a' })).body;
     const b = (await create(session.accessToken, { name: 'b', expires_in: '1h' })).body;
     expect(b.expires_at).toBeGreaterThan(Date.now());
+    // Used (so trusted for VERIFIED_CACHE_MS), then revoked: refused at once on this instance.
+    expect((await app.inject({ method: 'GET', url: '/auth/me', headers: bearer(a.token) })).statusCode).toBe(200);
     const del = await app.inject({ method: 'DELETE', url: `/auth/tokens/${a.id}`, headers: bearer(session.accessToken) });
     expect(del.statusCode).toBe(204);
     expect(reason(await app.inject({ method: 'GET', url: '/auth/me', headers: bearer(a.token) }))).toBe('token_revoked');
@@ -81,6 +90,7 @@ describeEachDatabase('personal access tokens', (db) => {
     expect(bad.res.statusCode).toBe(400);
     // disableUser drops this instance's cached view at once (other instances: USER_CACHE_MS).
     await app.services.sessions.disableUser(user.id);
+    expect(app.services.authenticate.cached({ authorization: `Bearer ${t.token}` })).toBeUndefined();
     expect(reason(await app.inject({ method: 'GET', url: '/auth/me', headers: bearer(t.token) }))).toBe('user_disabled');
   });
 
