@@ -17,7 +17,7 @@ export interface Started {
 }
 
 /**
- * Forks server.ts in `role` (sim | bare | gateway | components); resolves when it listens.
+ * Forks server.ts in `role` (sim | bare | bare-dispatch | gateway | components); resolves when it listens.
  * `env` is added to this process's environment (e.g. BENCH_SETTINGS); `execArgv` to node's
  * flags; `wrapper` runs node under another program (instructions.ts: valgrind).
  */

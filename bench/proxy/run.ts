@@ -24,7 +24,8 @@
  * request for their whole life, so one pair of processes would decide the result by chance.
  * PROFILE=1 starts the gateway with --cpu-prof (profile written to bench/proxy/profiles/).
  * BENCH_COMPONENTS=1 adds a fourth target, the gateway's components without its layers
- * (components.ts), with its own ratio to the bare proxy.
+ * (components.ts), with its own ratio to the bare proxy. BENCH_BARE_DISPATCH=1 adds
+ * bare-dispatch.ts, a faster bare proxy, and the gateway's ratio to it as well.
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -61,7 +62,9 @@ async function hrtimeLatency(url: string, key: string, stream: boolean, n: numbe
 type Target = { name: string; url: string; key: string; child: ChildProcess };
 /** With BENCH_COMPONENTS=1 also the gateway's components without its layers (components.ts). */
 const withComponents = process.env.BENCH_COMPONENTS === '1';
-/** The bare proxy and the gateway (and the components), as fresh processes. */
+/** With BENCH_BARE_DISPATCH=1 also the bare proxy on undici's dispatch API (bare-dispatch.ts). */
+const withBareDispatch = process.env.BENCH_BARE_DISPATCH === '1';
+/** The bare proxy and the gateway (and the components, the dispatch bare proxy), as fresh processes. */
 async function startProxies(simUrl: string): Promise<Target[]> {
   const started: Target[] = [];
   try {
@@ -72,6 +75,10 @@ async function startProxies(simUrl: string): Promise<Target[]> {
     if (withComponents) {
       const components = await start('components', [simUrl, KEY]);
       started.push({ name: 'components', url: components.url, key: components.token!, child: components.child });
+    }
+    if (withBareDispatch) {
+      const bare = await start('bare-dispatch', [simUrl]);
+      started.push({ name: 'bare-dispatch', url: bare.url, key: KEY, child: bare.child });
     }
   } catch (err) {
     started.forEach(stop);
@@ -109,6 +116,7 @@ try {
         console.error(`round ${round + 1} ${mode} ${t.name}: ${Math.round(g.rps)} req/s, ${g.cpuPerRequest.toFixed(1)} µs CPU/request (${g.mainCpuPerRequest.toFixed(1)} main thread), ${(g.allocatedPerRequest / 1024).toFixed(1)} KB allocated/request`);
       }
       for (const t of targets.slice(2)) ratios.set(`${mode}|${t.name}`, [...(ratios.get(`${mode}|${t.name}`) ?? []), got[t.name]!.rps / got.bare!.rps]);
+      if (withBareDispatch) ratios.set(`${mode}|gateway/bare-dispatch`, [...(ratios.get(`${mode}|gateway/bare-dispatch`) ?? []), got.gateway!.rps / got['bare-dispatch']!.rps]);
     }
   }
   for (const stream of [false, true]) {
@@ -147,6 +155,8 @@ for (const r of rows) {
 }
 for (const [key, rs] of ratios) {
   const [mode, target] = key.split('|');
-  console.log(`\n${mode} ${target}/bare req/s per round: ${rs.map((x) => `${(x * 100).toFixed(1)}%`).join(', ')}`);
+  const of = target!.includes('/') ? target : `${target}/bare`;
+  console.log(`\n${mode} ${of} req/s per round: ${rs.map((x) => `${(x * 100).toFixed(1)}%`).join(', ')}`);
+  if (of !== `${target}/bare`) summary[`${mode} ${of} throughput`] = Number(median(rs).toFixed(3));
 }
 console.log(`\n${JSON.stringify(summary, null, 2)}`);

@@ -4,6 +4,7 @@
  *
  *   server.ts sim <key>               the Anthropic simulator (accepts only <key>)
  *   server.ts bare <upstream>         the bare reference proxy (bare-proxy.ts)
+ *   server.ts bare-dispatch <upstream>  the faster bare proxy (bare-dispatch.ts)
  *   server.ts gateway <upstream> <key> the gateway: the key in the vault, authentication by a
  *                                     personal token, limits on (generous), usage recorded,
  *                                     one info log line per request (to /dev/null
@@ -27,6 +28,7 @@ import type { Session } from 'node:inspector/promises';
 import { answerParent } from '../commands.js';
 import { shipped } from '../shipped.js';
 import { startBareProxy } from './bare-proxy.js';
+import { startBareDispatchProxy } from './bare-dispatch.js';
 import { startComponents } from './components.js';
 
 const [role, arg1, arg2] = process.argv.slice(2);
@@ -38,8 +40,8 @@ if (role === 'sim') {
   const sim = await buildSimulator({ keys: [arg1!], maxLoggedRequests: 1 });
   reply = { url: await sim.listen({ port: 0, host: '127.0.0.1' }) };
   stops.push(() => sim.close());
-} else if (role === 'bare') {
-  const bare = await startBareProxy(arg1!);
+} else if (role === 'bare' || role === 'bare-dispatch') {
+  const bare = await (role === 'bare' ? startBareProxy : startBareDispatchProxy)(arg1!);
   reply = { url: bare.url };
   stops.push(() => bare.close());
 } else if (role === 'gateway' || role === 'components') {
