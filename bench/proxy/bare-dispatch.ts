@@ -9,6 +9,7 @@
 import http from 'node:http';
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
+import { listenLoopback } from './bare-proxy.js';
 
 export function startBareDispatchProxy(upstream: string, port = 0): Promise<{ url: string; close(): Promise<void> }> {
   const pool = new Pool(upstream, { connections: 128, pipelining: 1 });
@@ -43,16 +44,5 @@ export function startBareDispatchProxy(upstream: string, port = 0): Promise<{ ur
       pool.dispatch({ method: req.method as Dispatcher.HttpMethod, path: req.url!, headers: headers as Record<string, string>, body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) }, handler);
     });
   });
-  return new Promise((resolve) =>
-    server.listen(port, '127.0.0.1', () =>
-      resolve({
-        url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
-        close: async () => {
-          server.closeAllConnections();
-          await new Promise((r) => server.close(r));
-          await pool.close();
-        },
-      }),
-    ),
-  );
+  return listenLoopback(server, pool, port);
 }

@@ -18,6 +18,11 @@ export function startBareProxy(upstream: string, port = 0): Promise<{ url: strin
       res.writeHead(502).end();
     }
   });
+  return listenLoopback(server, pool, port);
+}
+
+/** Listens on 127.0.0.1; `close` cuts the server's connections, then closes it and the pool. */
+export function listenLoopback(server: http.Server, pool: Pool, port: number): Promise<{ url: string; close(): Promise<void> }> {
   return new Promise((resolve) =>
     server.listen(port, '127.0.0.1', () =>
       resolve({
