@@ -132,7 +132,7 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
   deps.sessions.onUserDisabled((userId) => users.delete(userId));
 
   /** The user's cached entry while it is fresh (USER_CACHE_MS). */
-  function cachedUser(userId: string, t: number): { view: UserView; user: User } | undefined {
+  function cachedUser(userId: string, t: number): { view: UserView; user: User; fetchedAt: number } | undefined {
     const entry = users.get(userId);
     return entry && t - entry.fetchedAt < USER_CACHE_MS ? entry : undefined;
   }
@@ -144,10 +144,9 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
       const found = await deps.users.findById(userId);
       if (!found) throw unauthenticated('user_disabled', 'This user no longer exists');
       const view = await deps.users.view(userId);
-      const fetched = { view, user: Object.freeze(toUser(view)), fetchedAt: t };
+      entry = { view, user: Object.freeze(toUser(view)), fetchedAt: t };
       if (users.size >= MAX_CACHED_USERS) users.clear();
-      users.set(userId, fetched);
-      entry = fetched;
+      users.set(userId, entry);
     }
     if (entry.view.status !== 'active') throw unauthenticated('user_disabled', 'This user is disabled');
     return entry;
