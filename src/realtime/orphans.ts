@@ -22,6 +22,9 @@ import type { StreamBuffer } from '../engine/stream-buffer/index.js';
 import type { UsageLedger } from '../vault/usage.js';
 import type { ChatRegistration, ChatRegistry } from './chats.js';
 
+/** How far before its registration a chat's usage record is still looked for. */
+const CLOCK_SLACK_MS = 60_000;
+
 export interface OrphanDeps {
   redis: Redis;
   /** e.g. `portcullis:chats:`. */
@@ -91,7 +94,15 @@ export async function settleOrphans(deps: OrphanDeps, deadInstances: string[]): 
 async function settleOne(deps: OrphanDeps, chat: ChatRegistration, at: number): Promise<boolean> {
   const stream = await deps.buffer.read(chat.key, -1);
   if (stream?.ended) return false;
-  const existing = await deps.db.selectFrom('usage_records').select('request_id').where('request_id', '=', chat.requestId).executeTakeFirst();
+  // Its record, if it was written, is no older than its registration (the same instance's
+  // clock; a minute of slack for a clock stepped back): the bound lets the created_at index
+  // narrow the search instead of reading every usage row (request_id has no index).
+  const existing = await deps.db
+    .selectFrom('usage_records')
+    .select('request_id')
+    .where('created_at', '>=', chat.startedAt - CLOCK_SLACK_MS)
+    .where('request_id', '=', chat.requestId)
+    .executeTakeFirst();
   if (existing) return false;
   const frames = (stream?.entries ?? []).map((e) => e.frame);
   const events = frames.filter((f) => f.type === 'chat.event').length;

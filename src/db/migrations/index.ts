@@ -9,6 +9,7 @@ import * as m0003 from './0003_login_states.js';
 import * as m0004 from './0004_upstream_keys.js';
 import * as m0005 from './0005_usage.js';
 import * as m0006 from './0006_user_rate_limits.js';
+import * as m0007 from './0007_usage_key_index.js';
 
 export const migrations: Record<string, Migration> = {
   '0001_users': m0001,
@@ -17,4 +18,5 @@ export const migrations: Record<string, Migration> = {
   '0004_upstream_keys': m0004,
   '0005_usage': m0005,
   '0006_user_rate_limits': m0006,
+  '0007_usage_key_index': m0007,
 };
