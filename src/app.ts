@@ -2,7 +2,6 @@
  * The composition root: builds the Fastify app from a parsed configuration and an engine.
  * No globals; tests build as many apps as they like.
  */
-import { randomUUID } from 'node:crypto';
 import fastifyCookie from '@fastify/cookie';
 import Fastify, { LogController } from 'fastify';
 import { Counter, Registry } from 'prom-client';
@@ -25,6 +24,7 @@ import { authRoutes } from './http/auth-routes.js';
 import { oidcLogin } from './auth/oidc/routes.js';
 import { validateLoginConfig } from './auth/oidc/settings.js';
 import { LazyChildLogger } from './http/lazy-logger.js';
+import { newRequestId } from './http/request-id.js';
 import { metricsRoutes } from './http/metrics.js';
 import { realtimeAdminRoutes, realtimePlugin } from './realtime/index.js';
 import type { MasterKeyRing } from './security/envelope.js';
@@ -150,7 +150,7 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
     requestIdHeader: false,
     genReqId: (req) => {
       const incoming = req.headers['x-request-id'];
-      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : `req_${randomUUID().replaceAll('-', '')}`;
+      return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : newRequestId();
     },
     // Each request's child logger is made only if something logs through it (lazy-logger.ts).
     childLoggerFactory: (logger, bindings, options) => new LazyChildLogger(logger, bindings, options),

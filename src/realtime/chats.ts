@@ -10,11 +10,11 @@
  * entries with seq ≤ the last delivered); cancel works from any connection of the user
  * (through the bus, so on any instance).
  */
-import { randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Bus } from '../engine/bus/index.js';
 import type { StreamBuffer, StreamEntry } from '../engine/stream-buffer/index.js';
 import { GatewayError, toGatewayError } from '../errors/index.js';
+import { newRequestId } from '../http/request-id.js';
 import type { ChatPipeline, ChatSummary } from '../chat/pipeline.js';
 import type { Connection } from './connection.js';
 import type { RealtimeMetrics } from './metrics.js';
@@ -195,7 +195,7 @@ export class ChatManager {
     }
     let seq = 0;
     let run;
-    const requestId = `req_${randomUUID().replaceAll('-', '')}`;
+    const requestId = newRequestId();
     try {
       await this.options.registry?.register({
         key: chat.key,

@@ -17,6 +17,7 @@ import type { Bus } from '../engine/bus/index.js';
 import type { ConnectionDirectory, ConnectionMeta } from '../engine/connections/index.js';
 import type { StreamBuffer } from '../engine/stream-buffer/index.js';
 import { GatewayError } from '../errors/index.js';
+import { newRequestId } from '../http/request-id.js';
 import type { RateLimiter } from '../ratelimit/index.js';
 import { ChatManager, MAX_CHATS_PER_CONNECTION } from './chats.js';
 import { Connection } from './connection.js';
@@ -199,7 +200,7 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
   };
 
   const handleUpgrade = async (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const requestId = `req_${randomBytes(16).toString('hex')}`;
+    const requestId = newRequestId();
     /** The directory entry taken for this upgrade, until the socket is open (then it is the connection's). */
     let pending: string | null = null;
     try {

@@ -14,7 +14,13 @@ describeEachDatabase('health endpoints', (db) => {
     const health = await app.inject('/healthz');
     expect(health.statusCode).toBe(200);
     expect(health.json()).toEqual({ status: 'ok' });
-    expect(health.headers['x-request-id']).toMatch(/^req_/);
+    expect(health.headers['x-request-id']).toMatch(/^req_[0-9a-f]{32}$/);
+    // Each request its own id; a client's own well-formed id is kept.
+    const again = await app.inject('/healthz');
+    expect(again.headers['x-request-id']).toMatch(/^req_[0-9a-f]{32}$/);
+    expect(again.headers['x-request-id']).not.toBe(health.headers['x-request-id']);
+    const given = await app.inject({ url: '/healthz', headers: { 'x-request-id': 'trace-42.a:b' } });
+    expect(given.headers['x-request-id']).toBe('trace-42.a:b');
     const ready = await app.inject('/readyz');
     expect(ready.statusCode).toBe(200);
     expect(ready.json().checks).toEqual({ database: 'ok' });
