@@ -110,18 +110,20 @@ const presentedBy = new WeakMap<AuthInput, Credential | 'malformed' | undefined>
  */
 function presented(input: AuthInput): Credential | 'malformed' | undefined {
   if (presentedBy.has(input)) return presentedBy.get(input);
-  let credential: Credential | 'malformed' | undefined;
-  if (input.authorization !== undefined && input.authorization !== '') {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(input.authorization);
-    credential = match ? { value: match[1]!, from: 'header' } : 'malformed';
-  } else if (input.apiKey !== undefined && input.apiKey !== '') {
-    credential = { value: input.apiKey.trim(), from: 'header' };
-  } else {
-    const cookie = input.cookies?.[ACCESS_COOKIE];
-    credential = cookie ? { value: cookie, from: 'cookie' } : undefined;
-  }
+  const credential = credentialOf(input);
   presentedBy.set(input, credential);
   return credential;
+}
+
+/** `presented` without remembering the answer. */
+function credentialOf(input: AuthInput): Credential | 'malformed' | undefined {
+  if (input.authorization !== undefined && input.authorization !== '') {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(input.authorization);
+    return match ? { value: match[1]!, from: 'header' } : 'malformed';
+  }
+  if (input.apiKey !== undefined && input.apiKey !== '') return { value: input.apiKey.trim(), from: 'header' };
+  const cookie = input.cookies?.[ACCESS_COOKIE];
+  return cookie ? { value: cookie, from: 'cookie' } : undefined;
 }
 
 /** Builds the authenticate function over the given services (one per app). */
@@ -205,6 +207,16 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     throw unauthenticated('token_malformed', 'The credential is neither an access token nor a personal access token');
   }
 
+  /** What `authenticate` would resolve to, when a personal token verified moments ago presents it for a cached active user. */
+  function cachedContext(credential: Credential | 'malformed' | undefined): AuthContext | undefined {
+    if (credential === undefined || credential === 'malformed' || credential.from !== 'header' || !credential.value.startsWith(PERSONAL_TOKEN_PREFIX)) return undefined;
+    const info = deps.personalTokens.recentlyVerified(hashOf(credential));
+    if (!info) return undefined;
+    const entry = cachedUser(info.userId, now());
+    // A disabled user is refused by `authenticate`, with its error.
+    return entry && entry.view.status === 'active' ? personalContext(info, entry) : undefined;
+  }
+
   const authenticate = async function authenticate(input: AuthInput): Promise<AuthContext> {
     const credential = presented(input);
     if (credential === 'malformed') throw unauthenticated('token_malformed', 'Authorization: expected "Bearer <token>"');
@@ -221,13 +233,12 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
       return credential.value.startsWith(PERSONAL_TOKEN_PREFIX) ? deps.personalTokens.recentlyVerified(hash) !== undefined : trustedClaims(hash, now()) !== undefined;
     },
     cached(input: AuthInput): AuthContext | undefined {
-      const credential = presented(input);
-      if (credential === undefined || credential === 'malformed' || credential.from !== 'header' || !credential.value.startsWith(PERSONAL_TOKEN_PREFIX)) return undefined;
-      const info = deps.personalTokens.recentlyVerified(hashOf(credential));
-      if (!info) return undefined;
-      const entry = cachedUser(info.userId, now());
-      // A disabled user is refused by `authenticate`, with its error.
-      return entry && entry.view.status === 'active' ? personalContext(info, entry) : undefined;
+      // Remembered for `authenticate` only on a miss (it is asked next): on a hit, the
+      // WeakMap's insertion would cost more than parsing did (this runs for most requests).
+      const credential = presentedBy.has(input) ? presentedBy.get(input) : credentialOf(input);
+      const context = cachedContext(credential);
+      if (!context) presentedBy.set(input, credential);
+      return context;
     },
   });
 }
