@@ -144,13 +144,16 @@ export class ChatPipeline {
     requireMaxTokens(auth.permissions, body.max_tokens);
     const stream = body.stream === true;
 
-    const admission = await this.deps.limiter.admitRequest({
+    const { limiter } = this.deps;
+    const admit = {
       userId: auth.user.id,
       tier: auth.permissions.rateTier,
       override: auth.permissions.rateLimits,
       estimatedInputTokens: estimateInputTokens(input.body),
       maxTokens: body.max_tokens,
-    });
+    };
+    // Without a promise when the limiter's store is in this process (the default engine).
+    const admission = limiter.admitRequestNow(admit) ?? (await limiter.admitRequest(admit));
     if (!admission.allowed) throw rateLimitError(admission);
     const reservation = admission.reservation;
 
@@ -158,12 +161,16 @@ export class ChatPipeline {
     if (stream) {
       // Refused or failed (store down, closed policy), the tokens reserved go back.
       const giveBack = async () => {
-        if (reservation) await this.deps.limiter.settle(reservation, 0).catch(() => {});
+        if (reservation) await limiter.settle(reservation, 0).catch(() => {});
       };
-      const slot = await this.deps.limiter.acquireStream({ userId: auth.user.id, tier: auth.permissions.rateTier, override: auth.permissions.rateLimits }).catch(async (err: unknown) => {
+      const who = { userId: auth.user.id, tier: auth.permissions.rateTier, override: auth.permissions.rateLimits };
+      let slot;
+      try {
+        slot = limiter.acquireStreamNow(who) ?? (await limiter.acquireStream(who));
+      } catch (err) {
         await giveBack();
         throw err;
-      });
+      }
       if (!slot.allowed) {
         await giveBack();
         throw rateLimitError(slot);

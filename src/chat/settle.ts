@@ -124,12 +124,26 @@ export class Settlement {
       fallback: record.fallback ?? undefined,
     }, 'chat request settled');
     // What waits for the commit holds only the line and the request id, nothing of the request.
-    return Promise.all([
-      this.deps.usage.record(record).catch((err: unknown) => log.error({ err, request_id: requestId }, 'usage record failed')),
-      reservation ? this.deps.limiter.settle(reservation, total).catch(() => {}) : undefined,
-      lease ? this.deps.limiter.releaseStream(lease).catch(() => {}) : undefined,
-    ]).then(writeLine ?? noop);
+    const recorded = this.deps.usage.record(record).catch((err: unknown) => log.error({ err, request_id: requestId }, 'usage record failed'));
+    // The limiter's parts are done at once with an in-process store; otherwise waited for too.
+    const { limiter } = this.deps;
+    const settled = reservation ? atOnceOr(() => limiter.settleNow(reservation, total), () => limiter.settle(reservation, total)) : undefined;
+    const released = lease ? atOnceOr(() => limiter.releaseStreamNow(lease), () => limiter.releaseStream(lease)) : undefined;
+    return (settled || released ? Promise.all([recorded, settled, released]) : recorded).then(writeLine ?? noop);
   }
 }
 
 function noop(): void {}
+
+/**
+ * Runs `now`, which returns true when it has done the work; otherwise `later`'s promise.
+ * Failures are ignored either way (settling never throws; the limiter logs store failures).
+ */
+function atOnceOr(now: () => boolean, later: () => Promise<void>): Promise<void> | undefined {
+  try {
+    if (now()) return undefined;
+  } catch {
+    return undefined;
+  }
+  return later().catch(noop);
+}

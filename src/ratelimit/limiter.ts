@@ -5,13 +5,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import type { CostAdjustment, LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
+import type { CostAdjustment, Decision, LeaseResult, LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
 import { GatewayError } from '../errors/index.js';
 import type { Allowance, AllowancePolicy, AllowanceRule } from './allowances.js';
 import { Allowances, DEFAULT_ALLOWANCE_POLICY, freeOf } from './allowances.js';
 import type { RateLimitConfig, TierLimits, TierOverride } from './tiers.js';
 import { applyOverride, tierOverrideSchema, tierTable } from './tiers.js';
 import { UserKeyCache, ipGroup, leasableKey } from './keys.js';
+import type { UserKeys } from './keys.js';
 
 const MINUTE = 60_000;
 const DAY = 86_400_000;
@@ -178,7 +179,7 @@ export class RateLimiter {
     this.logger = options.logger;
     this.failureCounter = options.failureCounter;
     this.timeoutMs = options.storeTimeoutMs ?? 1000;
-    if (options.allowances !== false && options.config.rateLimitAllowances && !this.store.inProcess) {
+    if (options.allowances !== false && options.config.rateLimitAllowances && !this.store.sync) {
       const store = {
         check: (rules: LimitRule[], aheadMs: number) => this.guard('lease', () => this.store.check(rules, { aheadMs }), false),
         reconcile: async (id: string, adjustments: CostAdjustment[]) => {
@@ -219,6 +220,39 @@ export class RateLimiter {
    * tokens/minute limit, and `unavailable` when the store fails under the closed policy.
    */
   async admitRequest(input: AdmitRequestInput): Promise<RequestAdmission> {
+    const answered = this.admitRequestNow(input);
+    if (answered) return answered;
+    const plan = this.admissionPlan(input);
+    if (plan.named.length === 0) return { allowed: true, limits: [], degraded: false };
+    const { named, keys, limits, reserved, now } = plan;
+    // A clock override (tests, replays) always asks the store.
+    const leasable = this.allowances && now === undefined ? leasableKey(keys, limits) : undefined;
+    const allowance = leasable ? this.allowances!.take(leasable, reserved) : undefined;
+    if (allowance) return admittedFrom(allowance, reserved);
+    const decision = await this.guard('check', () => this.store.check(named.map(([, r]) => r), now === undefined ? {} : { now }));
+    if (!decision) return { allowed: true, limits: [], degraded: true };
+    if (leasable && decision.allowed) {
+      const rulesOf = (): AllowanceRule[] => named.map(([name, r]) => ({ name, key: r.key, limit: r.limit, windowMs: r.windowMs, tokens: name === 'tokens_per_minute' }));
+      this.allowances!.admitted(leasable, decision, reserved, rulesOf);
+    }
+    return admissionOf(plan, decision);
+  }
+
+  /**
+   * `admitRequest`'s answer as a plain value when the store answers in this process
+   * (RateLimitStore.sync: no promise, no timeout needed); undefined otherwise, then call
+   * `admitRequest`. Throws as `admitRequest` rejects.
+   */
+  admitRequestNow(input: AdmitRequestInput): RequestAdmission | undefined {
+    const sync = this.store.sync;
+    if (!sync) return undefined;
+    const plan = this.admissionPlan(input);
+    if (plan.named.length === 0) return { allowed: true, limits: [], degraded: false };
+    return admissionOf(plan, sync.check(plan.named.map(([, r]) => r), plan.now === undefined ? {} : { now: plan.now }));
+  }
+
+  /** The rules an admission checks, each with the name of its limit (none: nothing to check). */
+  private admissionPlan(input: AdmitRequestInput): AdmissionPlan {
     const { userId, tier, override, estimatedInputTokens, maxTokens, now } = checkedAdmit(input);
     const limits = this.limitsFor(tier, override);
     if (limits.tpm > 0 && estimatedInputTokens > limits.tpm) {
@@ -234,27 +268,7 @@ export class RateLimiter {
     if (limits.rpm > 0) named.push(['requests_per_minute', { key: keys.rpm, limit: limits.rpm, windowMs: MINUTE, cost: 1 }]);
     if (limits.rpd > 0) named.push(['requests_per_day', { key: keys.rpd, limit: limits.rpd, windowMs: DAY, cost: 1 }]);
     if (limits.tpm > 0) named.push(['tokens_per_minute', { key: keys.tpm, limit: limits.tpm, windowMs: MINUTE, cost: reserved }]);
-    if (named.length === 0) return { allowed: true, limits: [], degraded: false };
-    // A clock override (tests, replays) always asks the store.
-    const leasable = this.allowances && now === undefined ? leasableKey(keys, limits) : undefined;
-    const allowance = leasable ? this.allowances!.take(leasable, reserved) : undefined;
-    if (allowance) return admittedFrom(allowance, reserved);
-    const decision = await this.guard('check', () => this.store.check(named.map(([, r]) => r), now === undefined ? {} : { now }));
-    if (!decision) return { allowed: true, limits: [], degraded: true };
-    if (leasable && decision.allowed) {
-      const rulesOf = (): AllowanceRule[] => named.map(([name, r]) => ({ name, key: r.key, limit: r.limit, windowMs: r.windowMs, tokens: name === 'tokens_per_minute' }));
-      this.allowances!.admitted(leasable, decision, reserved, rulesOf);
-    }
-    const result: RequestAdmission = {
-      allowed: decision.allowed,
-      limits: decision.rules.map((outcome, i) => limitStatus(named[i]![0], outcome)),
-      degraded: false,
-    };
-    const tpm = named.find(([name]) => name === 'tokens_per_minute');
-    if (decision.allowed && decision.reservation && tpm) {
-      result.reservation = { id: decision.reservation, key: tpm[1].key, windowMs: MINUTE, reserved };
-    }
-    return result;
+    return { named, keys, limits, reserved, now };
   }
 
   /**
@@ -263,37 +277,54 @@ export class RateLimiter {
    * failure is logged and counted, and the reservation simply stands until it expires.
    */
   async settle(reservation: TokenReservation, actualTokens: number, now?: number): Promise<void> {
+    if (this.settleNow(reservation, actualTokens, now)) return;
+    const adjustment = [{ key: reservation.key, windowMs: reservation.windowMs, cost: actualTokens }];
+    await this.guard('reconcile', () => this.store.reconcile(reservation.id, adjustment, now === undefined ? {} : { now }), false);
+  }
+
+  /** `settle` done at once when it can be (an allowance, nothing to change, an in-process store): true; false when `settle` must be called. */
+  settleNow(reservation: TokenReservation, actualTokens: number, now?: number): boolean {
     if (reservation.allowance) {
       // Settled in memory, and always (an allowance waits for its answers to settle); a bad
       // count is charged as reserved, then refused like anywhere else.
       this.allowances?.settle(reservation.allowance, reservation.reserved, isCount(actualTokens) ? actualTokens : reservation.reserved);
       if (!isCount(actualTokens)) tokensSchema.parse(actualTokens);
-      return;
+      return true;
     }
     const cost = isCount(actualTokens) ? actualTokens : tokensSchema.parse(actualTokens);
-    if (cost === reservation.reserved) return;
-    const adjustment = [{ key: reservation.key, windowMs: reservation.windowMs, cost }];
-    await this.guard('reconcile', () => this.store.reconcile(reservation.id, adjustment, now === undefined ? {} : { now }), false);
+    if (cost === reservation.reserved) return true;
+    const sync = this.store.sync;
+    if (!sync) return false;
+    sync.reconcile(reservation.id, [{ key: reservation.key, windowMs: reservation.windowMs, cost }], now === undefined ? {} : { now });
+    return true;
   }
 
   /** Takes one of the user's concurrent-stream slots (lease TTL: RATE_LIMIT_LEASE_TTL). */
   async acquireStream(input: StreamInput): Promise<StreamAdmission> {
-    const { userId, tier, override, leaseId } = checkedStream(input);
-    const { concurrent } = this.limitsFor(tier, override);
-    if (concurrent === 0) return { allowed: true, limits: [], degraded: false };
-    const lease: StreamLease = { key: this.keys.of(userId).streams, leaseId: leaseId ?? randomUUID(), limit: concurrent, ttlMs: this.config.rateLimitLeaseTtl };
+    const answered = this.acquireStreamNow(input);
+    if (answered) return answered;
+    const lease = this.streamLease(input);
+    if (!lease) return { allowed: true, limits: [], degraded: false };
     const result = await this.guard('acquire', () => this.store.acquire({ key: lease.key, limit: lease.limit, leaseId: lease.leaseId, ttlMs: lease.ttlMs }));
     if (!result) return { allowed: true, limits: [], degraded: true };
-    const status: LimitStatus = {
-      name: 'concurrent_streams',
-      key: lease.key,
-      limit: concurrent,
-      remaining: Math.max(0, concurrent - result.active),
-      resetAtMs: Date.now() + (result.allowed ? 0 : lease.ttlMs),
-      // When a slot frees is unknowable; a second is a polite pause before asking again.
-      retryAfterMs: result.allowed ? 0 : 1000,
-    };
-    return result.allowed ? { allowed: true, limits: [status], degraded: false, lease } : { allowed: false, limits: [status], degraded: false };
+    return streamAdmissionOf(lease, result);
+  }
+
+  /** `acquireStream`'s answer as a plain value when the store answers in this process; undefined otherwise (call `acquireStream`). */
+  acquireStreamNow(input: StreamInput): StreamAdmission | undefined {
+    const sync = this.store.sync;
+    if (!sync) return undefined;
+    const lease = this.streamLease(input);
+    if (!lease) return { allowed: true, limits: [], degraded: false };
+    return streamAdmissionOf(lease, sync.acquire({ key: lease.key, limit: lease.limit, leaseId: lease.leaseId, ttlMs: lease.ttlMs }));
+  }
+
+  /** The lease a stream asks for; undefined when the user has no concurrency limit. */
+  private streamLease(input: StreamInput): StreamLease | undefined {
+    const { userId, tier, override, leaseId } = checkedStream(input);
+    const { concurrent } = this.limitsFor(tier, override);
+    if (concurrent === 0) return undefined;
+    return { key: this.keys.of(userId).streams, leaseId: leaseId ?? randomUUID(), limit: concurrent, ttlMs: this.config.rateLimitLeaseTtl };
   }
 
   /** Extends a live lease by its TTL; false when it had lapsed and the cap is now full. */
@@ -304,7 +335,16 @@ export class RateLimiter {
 
   /** Frees a stream slot; store failures are logged and counted, the lease then lapses by TTL. */
   async releaseStream(lease: StreamLease): Promise<void> {
+    if (this.releaseStreamNow(lease)) return;
     await this.guard('release', () => this.store.release(lease.key, lease.leaseId), false);
+  }
+
+  /** `releaseStream` done at once when the store answers in this process: true; false when `releaseStream` must be called. */
+  releaseStreamNow(lease: StreamLease): boolean {
+    const sync = this.store.sync;
+    if (!sync) return false;
+    sync.release(lease.key, lease.leaseId);
+    return true;
   }
 
   /**
@@ -344,7 +384,7 @@ export class RateLimiter {
     let timer: NodeJS.Timeout | undefined;
     try {
       // An in-process store answers at once; only a remote one can hang and needs a timeout.
-      if (this.store.inProcess) return await call();
+      if (this.store.sync) return await call();
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`rate-limit store did not answer within ${this.timeoutMs} ms`)), this.timeoutMs);
       });
@@ -383,4 +423,42 @@ function admittedFrom(allowance: Allowance, reserved: number): RequestAdmission 
   // Nothing reserved (count_tokens), nothing to settle: the allowance does not wait for it.
   if (tokens && reserved > 0) admission.reservation = { id: allowance.id, key: tokens.key, windowMs: tokens.windowMs, reserved, allowance };
   return admission;
+}
+
+/** The rules of one admission (RateLimiter.admissionPlan). */
+interface AdmissionPlan {
+  named: [LimitName, LimitRule][];
+  keys: UserKeys;
+  limits: TierLimits;
+  reserved: number;
+  now: number | undefined;
+}
+
+/** The admission a store's decision on `plan` makes. */
+function admissionOf(plan: AdmissionPlan, decision: Decision): RequestAdmission {
+  const { named, reserved } = plan;
+  const result: RequestAdmission = {
+    allowed: decision.allowed,
+    limits: decision.rules.map((outcome, i) => limitStatus(named[i]![0], outcome)),
+    degraded: false,
+  };
+  const tpm = named.find(([name]) => name === 'tokens_per_minute');
+  if (decision.allowed && decision.reservation && tpm) {
+    result.reservation = { id: decision.reservation, key: tpm[1].key, windowMs: MINUTE, reserved };
+  }
+  return result;
+}
+
+/** The admission a store's answer to `lease` makes. */
+function streamAdmissionOf(lease: StreamLease, result: LeaseResult): StreamAdmission {
+  const status: LimitStatus = {
+    name: 'concurrent_streams',
+    key: lease.key,
+    limit: lease.limit,
+    remaining: Math.max(0, lease.limit - result.active),
+    resetAtMs: Date.now() + (result.allowed ? 0 : lease.ttlMs),
+    // When a slot frees is unknowable; a second is a polite pause before asking again.
+    retryAfterMs: result.allowed ? 0 : 1000,
+  };
+  return result.allowed ? { allowed: true, limits: [status], degraded: false, lease } : { allowed: false, limits: [status], degraded: false };
 }

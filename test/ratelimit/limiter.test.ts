@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Environment } from '../../src/config/index.js';
 import { ConfigError, loadConfig } from '../../src/config/index.js';
 import { MemoryRateLimitStore } from '../../src/engine/ratelimit/memory.js';
+import type { RateLimitStore } from '../../src/engine/ratelimit/port.js';
 import { RedisRateLimitStore } from '../../src/engine/ratelimit/redis.js';
 import { GatewayError, renderError } from '../../src/errors/index.js';
 import { createRateLimitStore, ipGroup, RateLimiter, rateLimitError, rateLimitHeaders } from '../../src/ratelimit/index.js';
@@ -115,6 +116,52 @@ describe('RateLimiter', () => {
     expect(await rl.renewStream(a.lease!)).toBe(true);
     await rl.releaseStream(a.lease!);
     expect((await rl.acquireStream({ userId })).allowed).toBe(true);
+  });
+
+  it('answers at once with the in-process store (the *Now methods), as the async methods do', () => {
+    const { rl } = limiter({ RATE_LIMIT_RPM: '2', RATE_LIMIT_TPM: '1000', RATE_LIMIT_CONCURRENT: '1' });
+    const user = uniqueName('usr');
+    const first = rl.admitRequestNow(request(user, { estimatedInputTokens: 100, maxTokens: 800, now: T0 }));
+    expect(first).toMatchObject({ allowed: true, degraded: false, reservation: { reserved: 900 } });
+    // Settled at once: the 650 tokens not used are free for the next request.
+    expect(rl.settleNow(first!.reservation!, 250, T0 + 1)).toBe(true);
+    const second = rl.admitRequestNow(request(user, { estimatedInputTokens: 100, maxTokens: 500, now: T0 + 2 }));
+    expect(second?.allowed).toBe(true);
+    expect(second!.limits.find((l) => l.name === 'tokens_per_minute')!.remaining).toBe(150);
+    // The third request of the minute is refused, as admitRequest refuses it.
+    expect(rl.admitRequestNow(request(user, { now: T0 + 3 }))?.allowed).toBe(false);
+    expect(() => rl.admitRequestNow(request(user, { estimatedInputTokens: 1001, now: T0 }))).toThrow(/exceed your limit of 1000 tokens per minute/);
+
+    const slot = rl.acquireStreamNow({ userId: user });
+    expect(slot?.allowed).toBe(true);
+    expect(rl.acquireStreamNow({ userId: user })?.allowed).toBe(false);
+    expect(rl.releaseStreamNow(slot!.lease!)).toBe(true);
+    expect(rl.acquireStreamNow({ userId: user })?.allowed).toBe(true);
+  });
+
+  it('defers to the async methods when the store has no synchronous operations', async () => {
+    // The in-process store's async operations alone, as a remote store offers them.
+    const memory = new MemoryRateLimitStore();
+    const remote: RateLimitStore = {
+      check: (rules, options) => memory.check(rules, options),
+      reconcile: (id, adjustments, options) => memory.reconcile(id, adjustments, options),
+      acquire: (request) => memory.acquire(request),
+      release: (key, leaseId) => memory.release(key, leaseId),
+      close: () => memory.close(),
+    };
+    const rl = new RateLimiter({ config: config({ RATE_LIMIT_TPM: '1000', RATE_LIMIT_CONCURRENT: '1' }), store: remote, allowances: false });
+    const user = uniqueName('usr');
+    expect(rl.admitRequestNow(request(user))).toBeUndefined();
+    expect(rl.acquireStreamNow({ userId: user })).toBeUndefined();
+    const admitted = await rl.admitRequest(request(user, { estimatedInputTokens: 100, maxTokens: 800 }));
+    expect(rl.settleNow(admitted.reservation!, 900)).toBe(true); // nothing to change
+    expect(rl.settleNow(admitted.reservation!, 250)).toBe(false);
+    await rl.settle(admitted.reservation!, 250);
+    expect((await rl.admitRequest(request(user, { estimatedInputTokens: 100, maxTokens: 600 }))).allowed).toBe(true);
+    const slot = await rl.acquireStream({ userId: user });
+    expect(rl.releaseStreamNow(slot.lease!)).toBe(false);
+    await rl.releaseStream(slot.lease!);
+    expect((await rl.acquireStream({ userId: user })).allowed).toBe(true);
   });
 
   it('limits per IP before authentication, counting failures separately and IPv6 by /64', async () => {

@@ -7,7 +7,7 @@
  * `maxKeys` the least recently used keys (to the second) are forgotten (which forgets their
  * usage too: the price of a bound, only paid under a flood of distinct keys).
  */
-import type { CheckOptions, CostAdjustment, Decision, LeaseRequest, LeaseResult, LimitRule, RateLimitStore, RuleOutcome } from './port.js';
+import type { CheckOptions, CostAdjustment, Decision, LeaseRequest, LeaseResult, LimitRule, RateLimitStore, RuleOutcome, SyncRateLimitOperations } from './port.js';
 import { idGenerator, needed, validateAdjustments, validateLease, validateRules } from './validate.js';
 
 /**
@@ -122,7 +122,13 @@ export interface MemoryRateLimitStoreOptions {
 }
 
 export class MemoryRateLimitStore implements RateLimitStore {
-  readonly inProcess = true;
+  /** Every operation answers at once; the async ones below only wrap these. */
+  readonly sync: SyncRateLimitOperations = {
+    check: (rules, options = {}) => this.checkNow(rules, options),
+    reconcile: (reservation, adjustments, options = {}) => this.reconcileNow(reservation, adjustments, options),
+    acquire: (request) => this.acquireNow(request),
+    release: (key, leaseId) => this.releaseNow(key, leaseId),
+  };
   private readonly logs = new Map<string, Log>();
   private readonly leases = new Map<string, Map<string, number>>();
   private readonly maxKeys: number;
@@ -143,6 +149,22 @@ export class MemoryRateLimitStore implements RateLimitStore {
   }
 
   async check(rules: LimitRule[], options: CheckOptions = {}): Promise<Decision> {
+    return this.checkNow(rules, options);
+  }
+
+  async reconcile(reservation: string, adjustments: CostAdjustment[], options: CheckOptions = {}): Promise<void> {
+    this.reconcileNow(reservation, adjustments, options);
+  }
+
+  async acquire(request: LeaseRequest): Promise<LeaseResult> {
+    return this.acquireNow(request);
+  }
+
+  async release(key: string, leaseId: string): Promise<void> {
+    this.releaseNow(key, leaseId);
+  }
+
+  private checkNow(rules: LimitRule[], options: CheckOptions): Decision {
     validateRules(rules, options.now, options.aheadMs);
     const now = options.now ?? this.clock();
     const stamp = now + (options.aheadMs ?? 0);
@@ -163,7 +185,7 @@ export class MemoryRateLimitStore implements RateLimitStore {
     return reservation === undefined ? { allowed, rules: outcomes } : { allowed, reservation, rules: outcomes };
   }
 
-  async reconcile(reservation: string, adjustments: CostAdjustment[], options: CheckOptions = {}): Promise<void> {
+  private reconcileNow(reservation: string, adjustments: CostAdjustment[], options: CheckOptions): void {
     validateAdjustments(reservation, adjustments, options.now);
     const now = options.now ?? this.clock();
     for (const adjustment of adjustments) {
@@ -174,7 +196,7 @@ export class MemoryRateLimitStore implements RateLimitStore {
     }
   }
 
-  async acquire(request: LeaseRequest): Promise<LeaseResult> {
+  private acquireNow(request: LeaseRequest): LeaseResult {
     validateLease(request);
     const now = request.now ?? this.clock();
     this.maybeSweep(now);
@@ -204,7 +226,7 @@ export class MemoryRateLimitStore implements RateLimitStore {
     return { allowed, active: set.size };
   }
 
-  async release(key: string, leaseId: string): Promise<void> {
+  private releaseNow(key: string, leaseId: string): void {
     const set = this.leases.get(key);
     if (!set) return;
     set.delete(leaseId);

@@ -93,12 +93,21 @@ export interface LeaseResult {
   active: number;
 }
 
+/** `check`, `reconcile`, `acquire` and `release` of RateLimitStore, answered without a promise. */
+export interface SyncRateLimitOperations {
+  check(rules: LimitRule[], options?: CheckOptions): Decision;
+  reconcile(reservation: string, adjustments: CostAdjustment[], options?: CheckOptions): void;
+  acquire(request: LeaseRequest): LeaseResult;
+  release(key: string, leaseId: string): void;
+}
+
 export interface RateLimitStore {
   /**
-   * True when the store lives in this process and answers without I/O (it cannot hang), so
-   * callers need no timeout around its calls.
+   * Set by a store that lives in this process and answers without I/O (it cannot hang, so
+   * callers need no timeout): the same operations as plain calls, for the limiter's
+   * per-request paths, which then make no promise for them.
    */
-  readonly inProcess: boolean;
+  readonly sync?: SyncRateLimitOperations;
   /**
    * All-or-nothing admission, atomic across every rule: admitted only when every rule has
    * room for its cost, and then recorded in every rule (one entry per rule, one shared

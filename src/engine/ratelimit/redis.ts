@@ -156,7 +156,6 @@ export interface RedisRateLimitStoreOptions {
 }
 
 export class RedisRateLimitStore implements RateLimitStore {
-  readonly inProcess = false;
   private readonly redis: Redis;
   private readonly prefix: string;
   private readonly ownsClient: boolean;
