@@ -55,7 +55,7 @@ export const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
 export const DROPPED_REQUEST_PREFIXES: readonly string[] = ['proxy-', 'x-forwarded-', 'sec-', 'x-portcullis-'];
 
 /** Response headers passed from upstream to our client (lower case). */
-export const CLIENT_RESPONSE_HEADERS: ReadonlySet<string> = new Set(['content-type', 'request-id', 'retry-after', 'retry-after-ms', 'x-should-retry']);
+export const CLIENT_RESPONSE_HEADERS: readonly string[] = ['content-type', 'request-id', 'retry-after', 'retry-after-ms', 'x-should-retry'];
 
 /** Upstream's organisation rate-limit headers (passed only with `{ rateLimit: true }`). */
 export const RATE_LIMIT_PREFIX = 'anthropic-ratelimit-';
@@ -103,15 +103,22 @@ export function upstreamRequestHeaders(client: IncomingHttpHeaders, options: Ups
 /**
  * The upstream response headers a client may see (allowlist above). Hop-by-hop and framing
  * headers (content-length, transfer-encoding, connection…) are never in it: the HTTP server
- * in front computes its own framing.
+ * in front computes its own framing. `upstream`'s names are lower case, as Node's and
+ * undici's parsers give them: the allowlist is looked up, upstream's headers are not walked
+ * (they are many, and walking them cost about 2 µs a request), unless `rateLimit` asks for a
+ * prefix.
  */
 export function responseHeadersForClient(upstream: IncomingHttpHeaders, options: { rateLimit?: boolean } = {}): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const rawName in upstream) {
-    const name = rawName.toLowerCase();
-    const value = headerValue(upstream[rawName]);
-    if (value === undefined) continue;
-    if (CLIENT_RESPONSE_HEADERS.has(name) || (options.rateLimit === true && name.startsWith(RATE_LIMIT_PREFIX))) out[name] = value;
+  for (const name of CLIENT_RESPONSE_HEADERS) {
+    const value = headerValue(upstream[name]);
+    if (value !== undefined) out[name] = value;
+  }
+  if (options.rateLimit === true) {
+    for (const name in upstream) {
+      const value = headerValue(upstream[name]);
+      if (value !== undefined && name.startsWith(RATE_LIMIT_PREFIX)) out[name] = value;
+    }
   }
   return out;
 }
