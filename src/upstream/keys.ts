@@ -1,5 +1,7 @@
-// src/upstream/keys.ts  (owned by feat/upstream; feat/vault implements KeySource — copy this file
-// verbatim into your branch too, so both compile; the merge will be identical)
+/**
+ * What the upstream caller (resilient.ts) needs of the key vault (vault/vault.ts implements
+ * it; demo mode lends the simulator's key through it too).
+ */
 /** A decrypted upstream key lent for one attempt; release() exactly once when the attempt ends. */
 export interface KeyLease {
   keyId: string;      // stable id of the key record, e.g. key_…

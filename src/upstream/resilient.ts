@@ -124,8 +124,12 @@ interface Failures {
   retryable: number;
   rejected: number;
   hintMs: number | undefined;
-  keyIds: Set<string>;
+  /** The keys that failed (made at the first failure: most calls have none). */
+  keyIds: Set<string> | undefined;
 }
+
+/** No key excluded: the set most calls pick with. */
+const NO_KEYS: ReadonlySet<string> = new Set();
 
 /** Calls upstream with retries, circuits and fallbacks; see the module comment for every rule. */
 export async function callUpstream(options: CallUpstreamOptions): Promise<UpstreamOutcome> {
@@ -138,7 +142,8 @@ export async function callUpstream(options: CallUpstreamOptions): Promise<Upstre
     throw new GatewayError('unavailable', 'No upstream API key is configured; an operator must add one (portcullis keys add).', { reason: 'no_upstream_key' });
   }
   const attempts: AttemptRecord[] = [];
-  const failures: Failures = { retryable: 0, rejected: 0, hintMs: undefined, keyIds: new Set() };
+  const failures: Failures = { retryable: 0, rejected: 0, hintMs: undefined, keyIds: undefined };
+  const isHealthy = (id: string) => circuits.isHealthy(id);
   const requested = options.model;
   const models: (string | undefined)[] = [requested];
   if (requested !== undefined && options.body !== undefined && options.fallbacks) {
@@ -148,22 +153,23 @@ export async function callUpstream(options: CallUpstreamOptions): Promise<Upstre
   for (const model of models) {
     const body = model === requested ? options.body : withModel(options.body!, model!);
     if (model !== requested && body === undefined) break;
-    const excluded = new Set<string>();
+    /** This round's keys already tried (made at the first failure). */
+    let excluded: Set<string> | undefined;
     let retriesLeft = retry.maxRetries;
     let round = 0;
     for (;;) {
       signal?.throwIfAborted();
-      const lease = keys.pick(model ?? ANY_MODEL, excluded, (id) => circuits.isHealthy(id));
+      const lease = keys.pick(model ?? ANY_MODEL, excluded ?? NO_KEYS, isHealthy);
       if (!lease) {
         if (retriesLeft === 0) break;
-        const wait = excluded.size > 0 ? retry.delayFor(round, failures.hintMs) : (circuits.msUntilAvailable() ?? Infinity);
+        const wait = excluded ? retry.delayFor(round, failures.hintMs) : (circuits.msUntilAvailable() ?? Infinity);
         // With nothing tried in this round (all keys open or cooling) only short cooling is worth waiting for.
-        if (excluded.size === 0 && !(wait <= MAX_IDLE_WAIT_MS)) break;
+        if (!excluded && !(wait <= MAX_IDLE_WAIT_MS)) break;
         if (clock.now() + wait >= deadline) break;
         retriesLeft -= 1;
         round += 1;
         await clock.sleep(wait, signal);
-        excluded.clear();
+        excluded = undefined;
         failures.hintMs = undefined;
         continue;
       }
@@ -171,8 +177,8 @@ export async function callUpstream(options: CallUpstreamOptions): Promise<Upstre
       if (verdict.kind === 'stream' || verdict.kind === 'buffered' || verdict.kind === 'passthrough') {
         return outcomeOf(verdict, lease, { model: model ?? ANY_MODEL, fallback: model === requested ? null : (model ?? null), attempts, options });
       }
-      excluded.add(lease.keyId);
-      failures.keyIds.add(lease.keyId);
+      (excluded ??= new Set()).add(lease.keyId);
+      (failures.keyIds ??= new Set()).add(lease.keyId);
       if (verdict.kind === 'key_rejected') failures.rejected += 1;
       else {
         failures.retryable += 1;
@@ -300,7 +306,7 @@ const noop = (): void => undefined;
 
 function exhausted(options: CallUpstreamOptions, failures: Failures): GatewayError {
   const { circuits } = options;
-  const waitMs = failures.hintMs ?? circuits.msUntilAvailable(failures.keyIds.size > 0 ? failures.keyIds : undefined) ?? 0;
+  const waitMs = failures.hintMs ?? circuits.msUntilAvailable(failures.keyIds) ?? 0;
   const retryAfterSeconds = Math.max(1, Math.ceil(waitMs / 1000));
   if (failures.retryable === 0 && failures.rejected > 0) {
     return new GatewayError('unavailable', "Anthropic rejected the gateway's upstream API keys; an operator must check them.", { reason: 'upstream_key_rejected' });
