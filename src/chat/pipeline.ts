@@ -99,8 +99,14 @@ const DEFAULT_ANTHROPIC_VERSION = '2023-06-01';
 
 export class ChatPipeline {
   private readonly now: () => number;
-  /** Settlements still writing after their answer ended; awaited by `drain()`. */
-  private readonly settling = new Set<Promise<void>>();
+  /** Settlements still writing after their answer ended; `drain()` waits for none to be left. */
+  private settling = 0;
+  private readonly drained: Array<() => void> = [];
+  /** Counts one settlement finished (a method in a field: one function for every request). */
+  private readonly settledOne = (): void => {
+    this.settling -= 1;
+    if (this.settling === 0) for (const resolve of this.drained.splice(0)) resolve();
+  };
 
   constructor(private readonly deps: ChatPipelineDeps) {
     this.now = deps.now ?? Date.now;
@@ -108,7 +114,7 @@ export class ChatPipeline {
 
   /** Resolves when every settlement started so far has finished (call before closing the database). */
   async drain(): Promise<void> {
-    while (this.settling.size > 0) await Promise.all([...this.settling]);
+    while (this.settling > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
   }
 
   /**
@@ -131,8 +137,8 @@ export class ChatPipeline {
     const work = onSummary
       ? settled.then(() => onSummary({ outcome: end.outcome, usage: wireUsage(end.usage), stopReason, ...(error ? { error } : {}) }))
       : settled;
-    const tracked = work.finally(() => this.settling.delete(tracked));
-    this.settling.add(tracked);
+    this.settling += 1;
+    work.then(this.settledOne, this.settledOne);
   }
 
   /** POST /v1/messages, streaming or not. */

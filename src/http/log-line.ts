@@ -27,18 +27,20 @@ export type FlatFields = Record<string, string | number | boolean | null | undef
 
 /**
  * The line, stamped now; call the function returned to write it (it holds the line's text,
- * not `fields`). Undefined when `level` is below the logger's.
+ * not `fields`). Undefined when `level` is below the logger's. `members`, when given, writes
+ * `fields` as JSON object members (what `JSON.stringify(fields).slice(1, -1)` gives) faster
+ * than JSON.stringify does for fields it knows (chat/settle.ts).
  */
-export function flatLine(logger: FastifyBaseLogger, level: Level, fields: FlatFields, msg: string): (() => void) | undefined {
+export function flatLine<F extends FlatFields>(logger: FastifyBaseLogger, level: Level, fields: F, msg: string, members?: (fields: F) => string): (() => void) | undefined {
   const p = logger as unknown as Record<symbol, unknown> & { levels?: { values: Record<string, number> } };
   const stream = p[STREAM] as { write(line: string): void } | undefined;
   if (stream === undefined || p[MSG_PREFIX] !== undefined || p.levels === undefined) {
-    return () => logger[level](fields, msg);
+    return () => logger[level](fields as FlatFields, msg);
   }
   if (!(logger as unknown as Logger).isLevelEnabled(level)) return undefined;
   // Undefined fields are left out by both; `{}` has no fields to add.
-  const json = JSON.stringify(fields);
-  const props = json.length > 2 ? `,${json.slice(1, -1)}` : '';
+  const json = members ? members(fields) : JSON.stringify(fields).slice(1, -1);
+  const props = json.length > 0 ? `,${json}` : '';
   const prefix = (p[LEVEL_PREFIXES] as Record<number, string>)[p.levels.values[level]!];
   const line = `${prefix}${(p[TIME] as () => string)()}${p[BINDINGS] as string}${props},"msg":${JSON.stringify(msg)}${p[END] as string}`;
   return () => stream.write(line);
