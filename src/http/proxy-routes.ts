@@ -44,9 +44,10 @@ function withExtra(headers: Record<string, string>, extra: Record<string, string
 /**
  * The answer to POST /v1/messages, written straight to the socket (the answer's headers are
  * final; Fastify's reply hooks have nothing to add on this route): a whole body, or SSE bytes
- * without buffering (the pipeline stops when the client goes away).
+ * without buffering (the pipeline stops when the client goes away; the promise returned
+ * resolves then). Not an async function: a whole body needs no promise.
  */
-async function sendMessagesResult(reply: FastifyReply, result: ProxyResult, extra: Record<string, string>): Promise<void> {
+function sendMessagesResult(reply: FastifyReply, result: ProxyResult, extra: Record<string, string>): Promise<void> | undefined {
   const res = reply.raw;
   reply.hijack();
   const headers = withExtra(result.headers, extra);
@@ -55,14 +56,14 @@ async function sendMessagesResult(reply: FastifyReply, result: ProxyResult, extr
     headers['content-length'] = String(result.bytes.length);
     res.writeHead(result.status, headers);
     res.end(result.bytes);
-    return;
+    return undefined;
   }
   headers['cache-control'] = 'no-cache';
   res.writeHead(result.status, headers);
   // The headers leave with the first event when one is already here (one write instead of
   // two); otherwise now, so the client sees its 200 before upstream's first event.
   if (!result.ready()) res.flushHeaders();
-  await result.pipeTo(res);
+  return result.pipeTo(res);
 }
 
 export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, options) => {
@@ -74,18 +75,20 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
 
   const auth = (request: FastifyRequest): AuthContext => request.auth!;
 
-  app.post('/v1/messages', { preHandler: app.requireAuth }, async (request, reply) => {
-    const signal = abortOnClose(request, reply);
-    const result = await chat.messages({
-      auth: auth(request),
-      path: request.url,
-      headers: request.headers,
-      body: (request.body as Buffer | undefined) ?? Buffer.alloc(0),
-      requestId: request.id,
-      signal,
-    });
-    return sendMessagesResult(reply, result, extraHeaders);
-  });
+  // A handler returning a promise (Fastify waits for it) without being an async function
+  // itself: one promise less per request.
+  app.post('/v1/messages', { preHandler: app.requireAuth }, (request, reply) =>
+    chat
+      .messages({
+        auth: auth(request),
+        path: request.url,
+        headers: request.headers,
+        body: (request.body as Buffer | undefined) ?? Buffer.alloc(0),
+        requestId: request.id,
+        signal: abortOnClose(request, reply),
+      })
+      .then((result) => sendMessagesResult(reply, result, extraHeaders)),
+  );
 
   app.post('/v1/messages/count_tokens', { preHandler: app.requireAuth }, async (request, reply) => {
     const user = auth(request);
