@@ -306,11 +306,11 @@ export class ChatPipeline {
           res.once('drain', () => body.resume());
           return false;
         });
-        body.once('end', () => {
+        body.on('end', () => {
           if (!res.destroyed) res.end();
           done();
         });
-        body.once('error', (err: unknown) => {
+        body.on('error', (err: unknown) => {
           const tail = broken(err);
           if (!res.destroyed) res.end(tail);
           done();
@@ -321,7 +321,7 @@ export class ChatPipeline {
           done();
         });
         // A body destroyed without 'end' or 'error' (cancelled upstream) still finishes.
-        body.once('close', () => {
+        body.on('close', () => {
           if (finished) return;
           if (!res.destroyed) res.end();
           done();

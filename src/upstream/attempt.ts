@@ -93,7 +93,7 @@ export function runAttempt(input: AttemptInput): Promise<AttemptVerdict> {
       const { status, headers, body, bytes } = response;
       if (body) {
         clearTimeout(timer);
-        body.once('close', detach);
+        body.on('close', detach);
         return { kind: 'stream', status, headers, body, detach };
       }
       done();

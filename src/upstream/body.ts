@@ -6,7 +6,8 @@
  *
  * Events: `end` (the whole body arrived and was read), `error` (upstream's connection or
  * undici failed, or the request was aborted with a reason), then always `close`, once. A
- * body destroyed by its reader (`destroy()`) emits only `close`.
+ * body destroyed by its reader (`destroy()`) emits only `close`. No event comes twice, so
+ * listeners use `on` (`once` wraps and removes each listener: about a microsecond a stream).
  *
  * Bytes that arrive before `read()` is called, or while the reader is paused, are kept;
  * past HIGH_WATER_MARK bytes upstream's socket is paused until they are read.

@@ -292,9 +292,9 @@ function outcomeOf(
       verdict.detach();
       lease.release();
     };
-    verdict.body.once('close', release);
+    verdict.body.on('close', release);
     // A stream that breaks on upstream's side (not because our client left) counts against the key.
-    verdict.body.once('error', (err: unknown) => {
+    verdict.body.on('error', (err: unknown) => {
       if (meta.options.signal?.aborted) return;
       const code = (err as { code?: unknown }).code;
       meta.options.circuits.recordFailure(lease.keyId, `midstream_${typeof code === 'string' ? code.toLowerCase() : 'error'}`);

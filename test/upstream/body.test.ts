@@ -101,6 +101,28 @@ describe('UpstreamBody', () => {
     expect(seen).toEqual(['close']);
   });
 
+  it('emits no event twice, whatever its source and reader do after it ended or failed (listeners use on)', async () => {
+    const ended = new UpstreamBody(new Source());
+    const endedSeen = watch(ended);
+    ended.read(() => true);
+    ended.finish();
+    await tick();
+    ended.finish();
+    ended.fail(new Error('late'));
+    ended.destroy();
+    expect(endedSeen).toEqual(['end', 'close']);
+
+    const failed = new UpstreamBody(new Source());
+    const failedSeen = watch(failed);
+    failed.read(() => true);
+    failed.fail(new Error('reset'));
+    failed.fail(new Error('again'));
+    failed.finish();
+    failed.destroy();
+    await tick();
+    expect(failedSeen).toEqual(['error:reset', 'close']);
+  });
+
   it('ended and released on `end` (as the pipeline does): the release does not cancel the source', () => {
     const source = new Source();
     const body = new UpstreamBody(source);
