@@ -105,23 +105,18 @@ const hashOf = (credential: Credential): string => (credential.hash ??= recentHa
  * The hashes of the credentials presented within the last VERIFIED_CACHE_MS, by credential:
  * a client sends the same token with every request, and SHA-256 through node:crypto cost
  * about 1.5 µs of each (docs/benchmarks.md, session 11). Only a pure function's results: the
- * trust caches stay keyed by hash and decide as before. It holds no credential for longer
- * than about VERIFIED_CACHE_MS, about as long as the requests that carried them are in memory.
+ * trust caches stay keyed by hash and decide as before. Emptied VERIFIED_CACHE_MS after its
+ * first entry, so it holds a credential no longer than that, about as long as the request
+ * that carried it is in memory.
  */
 const recentHashes = new Map<string, string>();
-let recentHashesSince = 0;
 
 function recentHash(value: string): string {
-  const t = Date.now();
-  if (t - recentHashesSince >= VERIFIED_CACHE_MS || t < recentHashesSince) {
-    recentHashes.clear();
-    recentHashesSince = t;
-  }
   let hash = recentHashes.get(value);
-  if (hash === undefined) {
-    hash = hashToken(value);
-    if (recentHashes.size < MAX_CACHED_TOKENS) recentHashes.set(value, hash);
-  }
+  if (hash !== undefined) return hash;
+  hash = hashToken(value);
+  if (recentHashes.size === 0) setTimeout(() => recentHashes.clear(), VERIFIED_CACHE_MS).unref();
+  if (recentHashes.size < MAX_CACHED_TOKENS) recentHashes.set(value, hash);
   return hash;
 }
 

@@ -128,9 +128,9 @@ export class Settlement {
     const recorded = this.deps.usage.record(record);
     // The limiter's parts are done at once with an in-process store; otherwise waited for too.
     const { limiter } = this.deps;
-    const settled = reservation ? atOnceOr(() => limiter.settleNow(reservation, total), () => limiter.settle(reservation, total)) : undefined;
+    const reconciled = reservation ? atOnceOr(() => limiter.settleNow(reservation, total), () => limiter.settle(reservation, total)) : undefined;
     const released = lease ? atOnceOr(() => limiter.releaseStreamNow(lease), () => limiter.releaseStream(lease)) : undefined;
-    if (settled || released) return Promise.all([recorded.catch(failed), settled, released]).then(line);
+    if (reconciled || released) return Promise.all([recorded.catch(failed), reconciled, released]).then(line);
     return recorded.then(line, (err: unknown) => {
       failed(err);
       line();
@@ -170,11 +170,20 @@ const json = JSON.stringify;
  * writes them (test/proxy/settled-line.test.ts holds it to that), in half its time: the keys
  * are known, numbers and booleans are written as they are, and only strings that may need
  * escaping go through JSON.stringify (credential, transport and outcome are fixed words of
- * their types). JSON.stringify of the 18 fields cost
- * about 2.4 µs a request under the proxy bench (docs/benchmarks.md, session 11).
+ * their types). JSON.stringify of the 18 fields cost about 2.4 µs a request under the proxy
+ * bench (docs/benchmarks.md, session 11).
  */
 export function settledMembers(f: SettledFields): string {
-  return `"request_id":${json(f.request_id)},"user":${json(f.user)},"credential":"${f.credential}","key":${f.key === null ? 'null' : json(f.key)},"model":${json(f.model)},"transport":"${f.transport}","stream":${f.stream},"status":${num(f.status)},"outcome":"${f.outcome}"${f.error_type === undefined ? '' : `,"error_type":${json(f.error_type)}`},"input_tokens":${num(f.input_tokens)},"output_tokens":${num(f.output_tokens)},"cache_creation_input_tokens":${num(f.cache_creation_input_tokens)},"cache_read_input_tokens":${num(f.cache_read_input_tokens)},"latency_ms":${num(f.latency_ms)},"ttfb_ms":${f.ttfb_ms === null ? 'null' : num(f.ttfb_ms)},"retries":${num(f.retries)}${f.fallback === undefined ? '' : `,"fallback":${json(f.fallback)}`}`;
+  return (
+    `"request_id":${json(f.request_id)},"user":${json(f.user)},"credential":"${f.credential}",` +
+    `"key":${f.key === null ? 'null' : json(f.key)},"model":${json(f.model)},"transport":"${f.transport}",` +
+    `"stream":${f.stream},"status":${num(f.status)},"outcome":"${f.outcome}"` +
+    (f.error_type === undefined ? '' : `,"error_type":${json(f.error_type)}`) +
+    `,"input_tokens":${num(f.input_tokens)},"output_tokens":${num(f.output_tokens)}` +
+    `,"cache_creation_input_tokens":${num(f.cache_creation_input_tokens)},"cache_read_input_tokens":${num(f.cache_read_input_tokens)}` +
+    `,"latency_ms":${num(f.latency_ms)},"ttfb_ms":${f.ttfb_ms === null ? 'null' : num(f.ttfb_ms)},"retries":${num(f.retries)}` +
+    (f.fallback === undefined ? '' : `,"fallback":${json(f.fallback)}`)
+  );
 }
 
 /** A number as JSON writes it (NaN and infinities as null). */
