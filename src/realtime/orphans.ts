@@ -94,12 +94,14 @@ export async function settleOrphans(deps: OrphanDeps, deadInstances: string[]): 
 async function settleOne(deps: OrphanDeps, chat: ChatRegistration, at: number): Promise<boolean> {
   const stream = await deps.buffer.read(chat.key, -1);
   if (stream?.ended) return false;
-  // Its record, if it was written, is no older than its registration (the same instance's
-  // clock; a minute of slack for a clock stepped back): the bound lets the created_at index
-  // narrow the search instead of reading every usage row (request_id has no index).
+  // Its record, if it was written, is this user's and no older than its registration (the
+  // same instance's clock; a minute of slack for a clock stepped back): the (user_id,
+  // created_at) index narrows the search instead of reading every usage row (request_id has
+  // no index), and another user's request sent with the same x-request-id cannot pass for it.
   const existing = await deps.db
     .selectFrom('usage_records')
     .select('request_id')
+    .where('user_id', '=', chat.userId)
     .where('created_at', '>=', chat.startedAt - CLOCK_SLACK_MS)
     .where('request_id', '=', chat.requestId)
     .executeTakeFirst();

@@ -1,0 +1,74 @@
+/**
+ * A lost instance's chats (src/realtime/orphans.ts): a survivor settles each one once, with a
+ * usage record, unless its own instance recorded it first. The record it looks for must be
+ * the chat's own: another user's request sent with the same x-request-id does not count.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import type { FastifyBaseLogger } from 'fastify';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { createEngine } from '../../src/engine/index.js';
+import type { Engine } from '../../src/engine/index.js';
+import { MemoryStreamBuffer } from '../../src/engine/stream-buffer/memory.js';
+import type { ChatRegistration } from '../../src/realtime/chats.js';
+import { redisChatRegistry, settleOrphans } from '../../src/realtime/orphans.js';
+import { UsageLedger } from '../../src/vault/usage.js';
+import { baseEnv, describeWithRedis, uniqueName } from '../helpers/env.js';
+
+describeWithRedis('settleOrphans', ({ url, prefix }) => {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-orphans-'));
+  let engine: Engine;
+  let redis: Redis;
+  let usage: UsageLedger;
+  const buffer = new MemoryStreamBuffer();
+  const log = pino({ level: 'silent' }) as unknown as FastifyBaseLogger;
+
+  beforeAll(async () => {
+    engine = await createEngine(loadConfig({ ...baseEnv(dir), DATABASE_URL: `sqlite:${join(dir, 'o.db')}` }));
+    redis = new Redis(url);
+    usage = new UsageLedger(engine.database.db, { flushIntervalMs: 1 });
+  });
+  afterAll(async () => {
+    redis.disconnect();
+    await buffer.close();
+    await engine.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const chat = (userId: string, requestId: string): ChatRegistration => ({
+    key: uniqueName('chat'), userId, chatId: 'c1', requestId, model: 'claude-sonnet-4-6', sessionId: null, personalTokenId: 'pat_1', startedAt: Date.now(),
+  });
+  const record = (userId: string, requestId: string) => ({
+    requestId, userId, sessionId: null, personalTokenId: null, keyId: null, model: 'claude-sonnet-4-6', stream: true,
+    inputTokens: 1, outputTokens: 1, cacheCreationInputTokens: 0, cacheReadInputTokens: 0,
+    status: 200, outcome: 'complete' as const, errorType: null, latencyMs: 1, ttfbMs: 1, retries: 0, fallback: null, createdAt: Date.now(),
+  });
+  const rowsOf = (requestId: string) =>
+    engine.database.db.selectFrom('usage_records').select(['user_id', 'outcome', 'error_type']).where('request_id', '=', requestId).orderBy('user_id').execute();
+
+  it("settles a lost chat once, even when another user's request carries its request id; skips one its instance recorded", async () => {
+    const dead = uniqueName('ins');
+    const deps = { redis, prefix, instanceId: uniqueName('ins'), buffer, usage, db: engine.database.db, resumeWindowMs: 60_000, log };
+    const registry = redisChatRegistry({ redis, prefix, instanceId: dead });
+
+    const lost = chat('usr_victim', uniqueName('req'));
+    await registry.register(lost);
+    await usage.record(record('usr_other', lost.requestId)); // same id, another user's request
+    const recorded = chat('usr_done', uniqueName('req'));
+    await registry.register(recorded);
+    await usage.record(record('usr_done', recorded.requestId)); // its instance settled it before dying
+
+    expect(await settleOrphans(deps, [dead])).toBe(1);
+    expect(await rowsOf(lost.requestId)).toEqual([
+      { user_id: 'usr_other', outcome: 'complete', error_type: null },
+      { user_id: 'usr_victim', outcome: 'error', error_type: 'instance_lost' },
+    ]);
+    expect(await rowsOf(recorded.requestId)).toEqual([{ user_id: 'usr_done', outcome: 'complete', error_type: null }]);
+    // Taken once: a second survivor finds nothing left to settle.
+    expect(await settleOrphans(deps, [dead])).toBe(0);
+  });
+});
