@@ -110,13 +110,18 @@ const hashOf = (credential: Credential): string => (credential.hash ??= recentHa
  * that carried it is in memory.
  */
 const recentHashes = new Map<string, string>();
+/** Personal tokens are about 50 characters, access tokens under 1,000. */
+const MAX_MEMOISED_CREDENTIAL = 2048;
 
 function recentHash(value: string): string {
   let hash = recentHashes.get(value);
   if (hash !== undefined) return hash;
   hash = hashToken(value);
+  // Only credentials of a token's size: a client sending long garbage must not make it hold
+  // megabytes (10,000 entries of at most 2 KB).
+  if (value.length > MAX_MEMOISED_CREDENTIAL || recentHashes.size >= MAX_CACHED_TOKENS) return hash;
   if (recentHashes.size === 0) setTimeout(() => recentHashes.clear(), VERIFIED_CACHE_MS).unref();
-  if (recentHashes.size < MAX_CACHED_TOKENS) recentHashes.set(value, hash);
+  recentHashes.set(value, hash);
   return hash;
 }
 

@@ -107,6 +107,11 @@ export class ChatPipeline {
     this.settling -= 1;
     if (this.settling === 0) for (const resolve of this.drained.splice(0)) resolve();
   };
+  /** A settlement that threw (settling itself never does; a caller's `onSummary` might): logged, then counted. */
+  private readonly settlementFailed = (err: unknown): void => {
+    this.deps.log.error({ err }, 'chat settlement failed');
+    this.settledOne();
+  };
 
   constructor(private readonly deps: ChatPipelineDeps) {
     this.now = deps.now ?? Date.now;
@@ -138,7 +143,7 @@ export class ChatPipeline {
       ? settled.then(() => onSummary({ outcome: end.outcome, usage: wireUsage(end.usage), stopReason, ...(error ? { error } : {}) }))
       : settled;
     this.settling += 1;
-    work.then(this.settledOne, this.settledOne);
+    work.then(this.settledOne, this.settlementFailed);
   }
 
   /** POST /v1/messages, streaming or not. */

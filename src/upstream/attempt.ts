@@ -15,7 +15,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { Aborter } from './client.js';
-import type { CancelSignal, UpstreamBody, UpstreamClient } from './client.js';
+import type { CancelSignal, UpstreamBody, UpstreamClient, UpstreamResponse } from './client.js';
 import { headerValue } from './headers.js';
 
 export const RETRYABLE_STATUSES: ReadonlySet<number> = new Set([408, 409, 429, 500, 502, 503, 504, 529]);
@@ -88,7 +88,13 @@ export function runAttempt(input: AttemptInput): Promise<AttemptVerdict> {
   };
 
   // Any other answer is read whole before send resolves (a failure while reading rejects).
-  return input.client.send({ method: input.method, path: input.path, headers: input.headers, body: input.body, signal: controller, streamIf: isCommittedStream }).then(
+  let sent: Promise<UpstreamResponse>;
+  try {
+    sent = input.client.send({ method: input.method, path: input.path, headers: input.headers, body: input.body, signal: controller, streamIf: isCommittedStream });
+  } catch (err) {
+    sent = Promise.reject(err); // a failure like any other (a retry verdict), never a throw
+  }
+  return sent.then(
     (response): AttemptVerdict => {
       const { status, headers, body, bytes } = response;
       if (body) {

@@ -105,7 +105,9 @@ export interface RateLimitStore {
   /**
    * Set by a store that lives in this process and answers without I/O (it cannot hang, so
    * callers need no timeout): the same operations as plain calls, for the limiter's
-   * per-request paths, which then make no promise for them.
+   * per-request paths, which then make no promise for them. They cannot fail: they throw only
+   * a TypeError for malformed input (a caller's bug), so the limiter's failure policy never
+   * applies to them.
    */
   readonly sync?: SyncRateLimitOperations;
   /**
