@@ -1,18 +1,20 @@
 /**
  * The rate-limit policy: which limits apply to whom, built on one RateLimitStore.
  * Transport-agnostic; the HTTP and WebSocket doors call these methods and turn a refusal
- * into `rateLimitError(decision)` and `rateLimitHeaders(decision)` (errors.ts).
+ * into `rateLimitError(decision)` and `rateLimitHeaders(decision)` (errors.ts). Its input
+ * checks are in input.ts; the answers it makes from its store's, in decisions.ts.
  */
 import { randomUUID } from 'node:crypto';
-import { z } from 'zod';
-import type { CostAdjustment, Decision, LeaseResult, LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
+import type { CostAdjustment, LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
 import { GatewayError } from '../errors/index.js';
 import type { Allowance, AllowancePolicy, AllowanceRule } from './allowances.js';
-import { Allowances, DEFAULT_ALLOWANCE_POLICY, freeOf } from './allowances.js';
+import { Allowances, DEFAULT_ALLOWANCE_POLICY } from './allowances.js';
+import type { AdmissionPlan } from './decisions.js';
+import { admissionOf, admittedFrom, limitStatus, streamAdmissionOf } from './decisions.js';
+import { checkedAdmit, checkedStream, ipSchema, isCount, isName, tokensSchema } from './input.js';
 import type { RateLimitConfig, TierLimits, TierOverride } from './tiers.js';
-import { applyOverride, tierOverrideSchema, tierTable } from './tiers.js';
+import { applyOverride, tierTable } from './tiers.js';
 import { UserKeyCache, ipGroup, leasableKey } from './keys.js';
-import type { UserKeys } from './keys.js';
 
 const MINUTE = 60_000;
 const DAY = 86_400_000;
@@ -113,51 +115,6 @@ export interface RateLimiterOptions {
    * in-process store (exact and cheap). Overrides the policy's numbers (tests), or `false`.
    */
   allowances?: Partial<AllowancePolicy> | false;
-}
-
-const admitSchema = z.object({
-  userId: z.string().min(1).max(256),
-  tier: z.string().max(64).optional(),
-  override: tierOverrideSchema.optional(),
-  estimatedInputTokens: z.number().int().min(0),
-  maxTokens: z.number().int().min(0),
-  now: z.number().int().min(0).optional(),
-});
-const tokensSchema = z.number().int().min(0);
-const ipSchema = z.string().min(1).max(64);
-const streamSchema = z.object({
-  userId: z.string().min(1).max(256),
-  tier: z.string().max(64).optional(),
-  override: tierOverrideSchema.optional(),
-  leaseId: z.string().min(1).max(128).optional(),
-});
-
-function limitStatus(name: LimitName, o: RuleOutcome): LimitStatus {
-  return { name, key: o.key, limit: o.limit, remaining: o.remaining, resetAtMs: o.resetAtMs, retryAfterMs: o.retryAfterMs };
-}
-
-const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
-const isName = (v: unknown, max: number): boolean => typeof v === 'string' && v.length >= 1 && v.length <= max;
-const isOverride = (o: TierOverride | undefined): boolean =>
-  o === undefined || (typeof o === 'object' && o !== null && Object.keys(o).every((k) => (k === 'rpm' || k === 'rpd' || k === 'tpm' || k === 'concurrent') && isCount(o[k])));
-
-/**
- * The hot path (every request) checks its input with plain comparisons; only input that
- * fails them goes through zod, for its message (a TypeError: a caller's bug).
- */
-function checkedAdmit(input: AdmitRequestInput): AdmitRequestInput {
-  const ok = isUserLimits(input) && isCount(input.estimatedInputTokens) && isCount(input.maxTokens) && (input.now === undefined || isCount(input.now));
-  return ok ? input : admitSchema.parse(input);
-}
-
-function checkedStream(input: StreamInput): StreamInput {
-  const ok = isUserLimits(input) && (input.leaseId === undefined || isName(input.leaseId, 128));
-  return ok ? input : streamSchema.parse(input);
-}
-
-/** The fields both inputs share: who, their tier and their override. */
-function isUserLimits(input: Pick<AdmitRequestInput, 'userId' | 'tier' | 'override'>): boolean {
-  return isName(input.userId, 256) && (input.tier === undefined || (typeof input.tier === 'string' && input.tier.length <= 64)) && isOverride(input.override);
 }
 
 export class RateLimiter {
@@ -305,7 +262,7 @@ export class RateLimiter {
     if (answered) return answered;
     const lease = this.streamLease(input);
     if (!lease) return { allowed: true, limits: [], degraded: false };
-    const result = await this.guard('acquire', () => this.store.acquire({ key: lease.key, limit: lease.limit, leaseId: lease.leaseId, ttlMs: lease.ttlMs }));
+    const result = await this.guard('acquire', () => this.store.acquire(lease));
     if (!result) return { allowed: true, limits: [], degraded: true };
     return streamAdmissionOf(lease, result);
   }
@@ -316,7 +273,7 @@ export class RateLimiter {
     if (!sync) return undefined;
     const lease = this.streamLease(input);
     if (!lease) return { allowed: true, limits: [], degraded: false };
-    return streamAdmissionOf(lease, sync.acquire({ key: lease.key, limit: lease.limit, leaseId: lease.leaseId, ttlMs: lease.ttlMs }));
+    return streamAdmissionOf(lease, sync.acquire(lease));
   }
 
   /** The lease a stream asks for; undefined when the user has no concurrency limit. */
@@ -329,7 +286,7 @@ export class RateLimiter {
 
   /** Extends a live lease by its TTL; false when it had lapsed and the cap is now full. */
   async renewStream(lease: StreamLease): Promise<boolean> {
-    const result = await this.guard('acquire', () => this.store.acquire({ ...lease }), false);
+    const result = await this.guard('acquire', () => this.store.acquire(lease), false);
     return result ? result.allowed : true;
   }
 
@@ -407,58 +364,4 @@ export class RateLimiter {
       clearTimeout(timer);
     }
   }
-}
-
-/** A request admitted from an allowance; each limit's remaining is what is free of it (`freeOf`). */
-function admittedFrom(allowance: Allowance, reserved: number): RequestAdmission {
-  const limits: LimitStatus[] = [];
-  let tokens: AllowanceRule | undefined;
-  for (let i = 0; i < allowance.rules.length; i++) {
-    const rule = allowance.rules[i]!;
-    if (rule.tokens) tokens = rule;
-    const remaining = Math.min(rule.limit, Math.max(0, freeOf(allowance, i)));
-    limits.push({ name: rule.name, key: rule.key, limit: rule.limit, remaining, resetAtMs: allowance.leasedAt[i]!.resetAtMs, retryAfterMs: 0 });
-  }
-  const admission: RequestAdmission = { allowed: true, limits, degraded: false };
-  // Nothing reserved (count_tokens), nothing to settle: the allowance does not wait for it.
-  if (tokens && reserved > 0) admission.reservation = { id: allowance.id, key: tokens.key, windowMs: tokens.windowMs, reserved, allowance };
-  return admission;
-}
-
-/** The rules of one admission (RateLimiter.admissionPlan). */
-interface AdmissionPlan {
-  named: [LimitName, LimitRule][];
-  keys: UserKeys;
-  limits: TierLimits;
-  reserved: number;
-  now: number | undefined;
-}
-
-/** The admission a store's decision on `plan` makes. */
-function admissionOf(plan: AdmissionPlan, decision: Decision): RequestAdmission {
-  const { named, reserved } = plan;
-  const result: RequestAdmission = {
-    allowed: decision.allowed,
-    limits: decision.rules.map((outcome, i) => limitStatus(named[i]![0], outcome)),
-    degraded: false,
-  };
-  const tpm = named.find(([name]) => name === 'tokens_per_minute');
-  if (decision.allowed && decision.reservation && tpm) {
-    result.reservation = { id: decision.reservation, key: tpm[1].key, windowMs: MINUTE, reserved };
-  }
-  return result;
-}
-
-/** The admission a store's answer to `lease` makes. */
-function streamAdmissionOf(lease: StreamLease, result: LeaseResult): StreamAdmission {
-  const status: LimitStatus = {
-    name: 'concurrent_streams',
-    key: lease.key,
-    limit: lease.limit,
-    remaining: Math.max(0, lease.limit - result.active),
-    resetAtMs: Date.now() + (result.allowed ? 0 : lease.ttlMs),
-    // When a slot frees is unknowable; a second is a polite pause before asking again.
-    retryAfterMs: result.allowed ? 0 : 1000,
-  };
-  return result.allowed ? { allowed: true, limits: [status], degraded: false, lease } : { allowed: false, limits: [status], degraded: false };
 }
