@@ -12,7 +12,6 @@
  * is written (`onSummary` is called once it is).
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Writable } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AuthContext } from '../auth/authenticate.js';
 import { modelAllowed, requireMaxTokens, requireModel } from '../auth/permissions.js';
@@ -24,12 +23,14 @@ import { callUpstream, resilienceHeaders } from '../upstream/index.js';
 import type { CancelSignal } from '../upstream/client.js';
 import type { KeySource } from '../upstream/keys.js';
 import type { UpstreamOutcome } from '../upstream/resilient.js';
-import { SseTap, emptyUsage, sseErrorEvent } from '../upstream/sse.js';
+import { emptyUsage } from '../upstream/sse.js';
 import type { TokenUsage } from '../upstream/sse.js';
 import type { UsageLedger } from '../vault/usage.js';
 import { ChatEvents } from './events.js';
 import type { ChatEvent } from './events.js';
 import { estimateInputTokens, parseMessagesBody } from './request.js';
+import { relayStream } from './relay.js';
+import type { StreamRelay } from './relay.js';
 import { Settlement } from './settle.js';
 import type { ChatOutcome, SettlementEnd } from './settle.js';
 import { upstreamError } from './upstream-error.js';
@@ -61,17 +62,7 @@ export interface MessagesInput {
 /** What the HTTP door sends back: a whole body, or a stream of SSE bytes. */
 export type ProxyResult =
   | { kind: 'buffered'; status: number; headers: Record<string, string>; bytes: Buffer }
-  | {
-      kind: 'stream';
-      status: number;
-      headers: Record<string, string>;
-      /** The SSE bytes as an iterator (the WebSocket door parses them); the same one on every call. */
-      chunks(): AsyncIterable<Uint8Array>;
-      /** Writes the SSE bytes to `res` with backpressure; resolves when settled. Use this or `chunks`, not both. */
-      pipeTo(res: Writable): Promise<void>;
-      /** True when upstream's first bytes have already arrived (buffered, not yet read). */
-      ready(): boolean;
-    };
+  | ({ kind: 'stream'; status: number; headers: Record<string, string> } & StreamRelay);
 
 export interface ChatSummary {
   outcome: ChatOutcome;
@@ -256,99 +247,27 @@ export class ChatPipeline {
     }
 
     const streamOutcome = outcome;
-    const tap = new SseTap();
-    let failed = false;
-    let finished = false;
-    /** Called when upstream's body fails; returns the clean SSE error event to end with, if any. */
-    const broken = (err: unknown): Buffer | undefined => {
-      if (input.signal.aborted) return undefined;
-      failed = true;
-      this.deps.log.warn({ request_id: input.requestId, key: streamOutcome.keyName, err: (err as Error).message }, 'upstream stream broke');
-      return Buffer.from(sseErrorEvent('api_error', 'The upstream connection failed mid-stream; the reply is incomplete.'));
-    };
-    /** Settles once, from whichever way the stream ended. */
-    const finish = (): void => {
-      if (finished) return;
-      finished = true;
-      streamOutcome.release();
-      const summary = tap.summary();
-      const result: ChatOutcome = input.signal.aborted
-        ? 'cancelled'
-        : failed || summary.error || !summary.complete
-          ? 'failed_midstream'
-          : 'complete';
-      const errorType = failed ? 'api_error' : (summary.error?.type ?? null);
-      // Not awaited: the end of the stream does not wait for the usage write (settle never throws).
-      const error = summary.error ?? (failed ? { type: 'api_error', message: 'upstream connection failed mid-stream' } : undefined);
-      this.settleBeside(settlement, end(streamOutcome.status, result, summary.usage, errorType), onSummary, summary.stopReason, error);
-    };
-    const relay = async function* (): AsyncGenerator<Uint8Array> {
-      try {
-        for await (const chunk of streamOutcome.body as AsyncIterable<Uint8Array>) {
-          settlement.firstByte();
-          tap.push(chunk);
-          yield chunk;
-        }
-      } catch (err) {
-        const tail = broken(err);
-        if (tail) yield tail;
-      } finally {
-        finish();
-      }
-    };
-    /** The HTTP door's path: upstream's body written to the client as events arrive, no iterator layers. */
-    const pipeTo = (res: Writable): Promise<void> =>
-      new Promise((resolve) => {
-        const body = streamOutcome.body;
-        const done = () => {
-          finish();
-          resolve();
-        };
-        body.read((chunk) => {
-          settlement.firstByte();
-          tap.push(chunk);
-          if (res.write(chunk)) return true;
-          res.once('drain', () => body.resume());
-          return false;
-        });
-        body.on('end', () => {
-          if (!res.destroyed) res.end();
-          done();
-        });
-        body.on('error', (err: unknown) => {
-          const tail = broken(err);
-          if (!res.destroyed) res.end(tail);
-          done();
-        });
-        res.once('close', () => {
-          if (finished) return;
-          body.destroy();
-          done();
-        });
-        // A body destroyed without 'end' or 'error' (cancelled upstream) still finishes.
-        body.on('close', () => {
-          if (finished) return;
-          if (!res.destroyed) res.end();
-          done();
-        });
-        if (res.destroyed) {
-          body.destroy();
-          done();
-        }
-      });
-    let relayed: AsyncGenerator<Uint8Array> | undefined; // made when first asked for (the WebSocket door)
+    const relay = relayStream(streamOutcome.body, input.signal, {
+      onChunk: () => settlement.firstByte(),
+      onBroken: (err) => this.deps.log.warn({ request_id: input.requestId, key: streamOutcome.keyName, err: (err as Error).message }, 'upstream stream broke'),
+      onEnd: (summary, failed) => {
+        streamOutcome.release();
+        const result: ChatOutcome = input.signal.aborted
+          ? 'cancelled'
+          : failed || summary.error || !summary.complete
+            ? 'failed_midstream'
+            : 'complete';
+        const errorType = failed ? 'api_error' : (summary.error?.type ?? null);
+        // Not awaited: the end of the stream does not wait for the usage write (settle never throws).
+        const error = summary.error ?? (failed ? { type: 'api_error', message: 'upstream connection failed mid-stream' } : undefined);
+        this.settleBeside(settlement, end(streamOutcome.status, result, summary.usage, errorType), onSummary, summary.stopReason, error);
+      },
+    });
     // Plain properties only. With a getter here (`get chunks()`), under the proxy bench every
     // streamed request outlived two young-generation collections and was promoted: 2.0 MB
     // promoted per collection instead of 0.07 (docs/benchmarks.md, session 7; likely because
     // V8 builds a literal with an accessor in its runtime rather than from a boilerplate).
-    return {
-      kind: 'stream',
-      status: streamOutcome.status,
-      headers,
-      chunks: () => (relayed ??= relay()),
-      pipeTo,
-      ready: () => streamOutcome.body.readableLength > 0,
-    };
+    return { kind: 'stream', status: streamOutcome.status, headers, chunks: relay.chunks, pipeTo: relay.pipeTo, ready: relay.ready };
   }
 
   /**
