@@ -1,7 +1,8 @@
 /**
  * Two gateway configurations compared fairly on this shared machine: PAIRS times, a fresh
  * gateway of each (so the process lottery, docs/benchmarks.md, does not decide), then
- * ROUNDS loads of SECONDS each alternating between them (which goes first alternates too).
+ * ROUNDS loads of SECONDS each alternating between them (which goes first alternates too),
+ * after each has served BENCH_WARMUP requests (harness.ts).
  * Reports each pair's median B/A req/s and A/B CPU per request, and the median over pairs
  * (odd counts: with an even one the median is the upper middle value, bench/stats.ts).
  *
@@ -18,7 +19,7 @@
 import { randomBytes } from 'node:crypto';
 import { buildShipped } from '../shipped.js';
 import { median } from '../stats.js';
-import { load, start, stop } from './harness.js';
+import { load, start, stop, warmUp } from './harness.js';
 import type { Started } from './harness.js';
 
 const [envA = '{}', envB = '{}', streamArg = '0'] = process.argv.slice(2);
@@ -39,7 +40,7 @@ try {
     try {
       for (const e of env) started.push(await start('gateway', [sim.url, KEY], { env: e }));
       const targets = started.map((s) => ({ url: s.url, key: s.token!, child: s.child }));
-      for (const t of targets) await load(t, stream, 2, 50);
+      for (const t of targets) await warmUp(t, stream, 50);
       const rps: number[] = [];
       const cpu: number[] = [];
       for (let round = 0; round < ROUNDS; round++) {

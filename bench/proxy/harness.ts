@@ -66,6 +66,24 @@ export function messageSender(dispatcher: Dispatcher, key: string, stream: boole
 }
 
 /**
+ * Requests a fresh server process serves in each mode before any of its measurements:
+ * BENCH_WARMUP (10,000 by default). A count, not a duration, so that a slower machine warms
+ * a process as much as a faster one: V8 compiles a request's functions with its optimising
+ * compiler only once they have run often enough, and until it has finished the process
+ * spends CPU on compiling (in V8's helper threads) and runs slower code. On a machine three
+ * times slower than the one the 2 s warm-up was chosen on, the gateway was still compiling
+ * 8 s into the load (docs/benchmarks.md, session 12).
+ */
+export const WARM_UP_REQUESTS = Number(process.env.BENCH_WARMUP ?? 10_000);
+
+/** `requests` POST /v1/messages through `connections` connections, unmeasured. */
+export async function warmUp(target: { url: string; key: string }, stream: boolean, connections: number, requests = WARM_UP_REQUESTS): Promise<void> {
+  if (requests <= 0) return;
+  const result = await autocannon({ url: `${target.url}/v1/messages`, method: 'POST', connections, amount: requests, headers: headersOf(target.key, stream), body: bodyOf(stream) });
+  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${target.url}: ${result.non2xx} non-2xx answers, ${result.errors} errors while warming up`);
+}
+
+/**
  * autocannon against `url`/v1/messages for `duration` s; req/s, latency, and per request the
  * target's CPU (all threads, and its main thread alone) and the bytes its main thread allocated.
  */

@@ -6,9 +6,11 @@
  *
  *   npx tsx bench/proxy/run.ts [seconds=10] [sequential=3000] [connections=50]
  *
- * Throughput: autocannon, `connections` connections, `seconds` per target and mode (after a
- * 2 s warm-up). Latency: an undici client at concurrency 1, `sequential` requests per target
- * and mode, timed with process.hrtime; p50/p99 and the p50 added over direct.
+ * Throughput: autocannon, `connections` connections, `seconds` per target and mode (each
+ * fresh process first serves BENCH_WARMUP requests in each mode, harness.ts, then each
+ * measurement follows a 2 s load of its own). Latency: an undici client per target at
+ * concurrency 1, `sequential` requests per target and mode, the targets taking turns in
+ * batches of 100, timed with process.hrtime; p50/p99 and the p50 added over direct.
  * Server CPU: each server process's CPU time (every thread) over the throughput window,
  * divided by the requests served: steadier than req/s on a shared machine; "bare/gateway CPU
  * per request" is the throughput ratio a CPU-bound gateway would reach on a machine of its own.
@@ -33,7 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
 import { buildShipped } from '../shipped.js';
 import { median } from '../stats.js';
-import { load as loadTarget, messageSender, start, stop as stopChild } from './harness.js';
+import { load as loadTarget, messageSender, start, stop as stopChild, warmUp } from './harness.js';
 
 const seconds = Number(process.argv[2] ?? 10);
 const sequential = Number(process.argv[3] ?? 3000);
@@ -43,20 +45,39 @@ const KEY = `sk-ant-bench-${randomBytes(16).toString('hex')}`;
 const profileArgs = process.env.PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${fileURLToPath(new URL('./profiles', import.meta.url))}`] : [];
 const load = (target: Target, stream: boolean, duration: number) => loadTarget(target, stream, duration, connections);
 
-async function hrtimeLatency(url: string, key: string, stream: boolean, n: number) {
-  const client = new Client(url, { pipelining: 1 });
-  const one = messageSender(client, key, stream);
-  for (let i = 0; i < Math.min(300, n); i++) await one();
-  const samples = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    const t0 = process.hrtime.bigint();
-    await one();
-    samples[i] = Number(process.hrtime.bigint() - t0) / 1e6;
+/** Requests each target gets in turn at concurrency 1 before the next target's turn. */
+const LATENCY_BATCH = 100;
+
+/**
+ * p50 and p99 at concurrency 1 of every target, `n` requests each, timed with
+ * process.hrtime: the targets take turns in batches of LATENCY_BATCH (which goes first
+ * alternates), so a minute in which the machine is slow slows every target alike instead
+ * of whichever was being measured.
+ */
+async function hrtimeLatencies(targets: Target[], stream: boolean, n: number) {
+  const senders = targets.map((t) => {
+    const client = new Client(t.url, { pipelining: 1 });
+    return { client, one: messageSender(client, t.key, stream), samples: [] as number[] };
+  });
+  try {
+    for (const s of senders) for (let i = 0; i < Math.min(300, n); i++) await s.one();
+    for (let batch = 0; batch * LATENCY_BATCH < n; batch++) {
+      for (const s of batch % 2 === 0 ? senders : [...senders].reverse()) {
+        for (let i = 0; i < LATENCY_BATCH && s.samples.length < n; i++) {
+          const t0 = process.hrtime.bigint();
+          await s.one();
+          s.samples.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        }
+      }
+    }
+  } finally {
+    await Promise.all(senders.map((s) => s.client.close()));
   }
-  await client.close();
-  samples.sort();
-  const at = (q: number) => samples[Math.min(n - 1, Math.floor(q * n))]!;
-  return { p50: at(0.5), p99: at(0.99) };
+  return senders.map(({ samples }) => {
+    samples.sort((a, b) => a - b);
+    const at = (q: number) => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))]!;
+    return { p50: at(0.5), p99: at(0.99) };
+  });
 }
 
 type Target = { name: string; url: string; key: string; child: ChildProcess };
@@ -103,6 +124,8 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     targets.slice(1).forEach(stop);
     targets = [direct, ...(await startProxies(sim.url))];
+    // Fresh processes (the simulator too, in the first round) are warmed up in both modes.
+    for (const t of round === 0 ? targets : targets.slice(1)) for (const stream of [false, true]) await warmUp(t, stream, connections);
     for (const stream of [false, true]) {
       const mode = modeOf(stream);
       // The proxies take turns going first, so a drift in machine speed favours none.
@@ -121,8 +144,9 @@ try {
   }
   for (const stream of [false, true]) {
     const mode = modeOf(stream);
-    for (const t of targets) {
-      const lat = await hrtimeLatency(t.url, t.key, stream, sequential);
+    const latencies = await hrtimeLatencies(targets, stream, sequential);
+    for (const [i, t] of targets.entries()) {
+      const lat = latencies[i]!;
       const thr = runs.get(`${mode}|${t.name}`)!;
       rows.push({ mode, target: t.name, rps: median(thr.map((x) => x.rps)), cpu: median(thr.map((x) => x.cpuPerRequest)), mainCpu: median(thr.map((x) => x.mainCpuPerRequest)), allocated: median(thr.map((x) => x.allocatedPerRequest)), p50: median(thr.map((x) => x.p50)), p99: median(thr.map((x) => x.p99)), seqP50: lat.p50, seqP99: lat.p99 });
       console.error(`${mode} ${t.name}: c1 p50 ${lat.p50.toFixed(3)} ms`);

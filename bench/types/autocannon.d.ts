@@ -4,6 +4,8 @@ declare module 'autocannon' {
     url: string;
     connections?: number;
     duration?: number;
+    /** Requests to make, then stop (duration is then ignored). */
+    amount?: number;
     pipelining?: number;
     method?: string;
     headers?: Record<string, string>;
