@@ -206,8 +206,10 @@ export class PersonalTokenService {
       info.lastUsedAt = now;
     }
     if (this.verified.size >= MAX_CACHED_TOKENS) this.verified.clear();
-    // Shared by every request within VERIFIED_CACHE_MS, hence frozen.
-    this.verified.set(hash, { info: Object.freeze({ ...info }), until: now + VERIFIED_CACHE_MS });
-    return info;
+    // Shared by every request within VERIFIED_CACHE_MS, hence frozen; this request gets the
+    // same record as those after it (one shape of record for the code that reads it).
+    const trustedInfo = Object.freeze({ ...info });
+    this.verified.set(hash, { info: trustedInfo, until: now + VERIFIED_CACHE_MS });
+    return trustedInfo;
   }
 }

@@ -56,6 +56,15 @@ describeEachDatabase('personal access tokens', (db) => {
     expect(JSON.stringify(listed)).not.toContain(body.token);
   });
 
+  it('verify gives the request that checked the token the same frozen record as those trusting it after', async () => {
+    const user = await makeUser(app);
+    const { token } = await app.services.personalTokens.create(user.id, { name: 'ci' });
+    const first = await app.services.personalTokens.verify(token);
+    expect(Object.isFrozen(first)).toBe(true);
+    expect(await app.services.personalTokens.verify(token)).toBe(first);
+    expect(first).toMatchObject({ userId: user.id, name: 'ci', lastUsedAt: expect.any(Number) });
+  });
+
   it('is refused once revoked (token_revoked) or expired (token_expired); unknown ones too', async () => {
     const user = await makeUser(app);
     const session = await app.services.sessions.start(user.id, meta);
