@@ -44,6 +44,7 @@ export function relayStream(body: UpstreamBody, signal: CancelSignal, hooks: Rel
     finished = true;
     hooks.onEnd(tap.summary(), failed);
   };
+  const tapChunk = (chunk: Uint8Array): void => tap.push(chunk);
   const relay = async function* (): AsyncGenerator<Uint8Array> {
     try {
       for await (const chunk of body as AsyncIterable<Uint8Array>) {
@@ -58,16 +59,27 @@ export function relayStream(body: UpstreamBody, signal: CancelSignal, hooks: Rel
       finish();
     }
   };
+  /**
+   * The HTTP door. Node holds a response's writes until the next tick (it corks the socket at
+   * the first write of a tick), so the tap reads each chunk, and the stream's end is settled,
+   * on the tick after the write that queued them: the bytes leave first and the client never
+   * waits for the tap. Both run in the order they were queued, so the end is settled with
+   * every chunk read.
+   */
   const pipeTo = (res: Writable): Promise<void> =>
     new Promise((resolve) => {
+      let ended = false;
       const done = () => {
-        finish();
+        if (ended) return;
+        ended = true;
+        process.nextTick(finish);
         resolve();
       };
       body.read((chunk) => {
         hooks.onChunk();
-        tap.push(chunk);
-        if (res.write(chunk)) return true;
+        const flowing = res.write(chunk);
+        process.nextTick(tapChunk, chunk);
+        if (flowing) return true;
         res.once('drain', () => body.resume());
         return false;
       });
@@ -81,13 +93,13 @@ export function relayStream(body: UpstreamBody, signal: CancelSignal, hooks: Rel
         done();
       });
       res.once('close', () => {
-        if (finished) return;
+        if (ended) return;
         body.destroy();
         done();
       });
       // A body destroyed without 'end' or 'error' (cancelled upstream) still finishes.
       body.on('close', () => {
-        if (finished) return;
+        if (ended) return;
         if (!res.destroyed) res.end();
         done();
       });
