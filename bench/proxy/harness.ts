@@ -76,11 +76,20 @@ export function messageSender(dispatcher: Dispatcher, key: string, stream: boole
  */
 export const WARM_UP_REQUESTS = Number(process.env.BENCH_WARMUP ?? 10_000);
 
+/** autocannon's POST /v1/messages through `connections` connections, for `until.duration` s or `until.amount` requests. */
+function messagesLoad(target: { url: string; key: string }, stream: boolean, connections: number, until: { duration: number } | { amount: number }) {
+  return autocannon({ url: `${target.url}/v1/messages`, method: 'POST', connections, ...until, headers: headersOf(target.key, stream), body: bodyOf(stream) });
+}
+
+/** Throws unless every answer of a load was a 2xx. */
+function requireSuccess(url: string, result: { non2xx: number; errors: number }, during = ''): void {
+  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx answers, ${result.errors} errors${during}`);
+}
+
 /** `requests` POST /v1/messages through `connections` connections, unmeasured. */
 export async function warmUp(target: { url: string; key: string }, stream: boolean, connections: number, requests = WARM_UP_REQUESTS): Promise<void> {
   if (requests <= 0) return;
-  const result = await autocannon({ url: `${target.url}/v1/messages`, method: 'POST', connections, amount: requests, headers: headersOf(target.key, stream), body: bodyOf(stream) });
-  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${target.url}: ${result.non2xx} non-2xx answers, ${result.errors} errors while warming up`);
+  requireSuccess(target.url, await messagesLoad(target, stream, connections, { amount: requests }), ' while warming up');
 }
 
 /**
@@ -92,11 +101,11 @@ export async function load(target: { url: string; key: string; child: ChildProce
   await ask(target.child, 'gc-start');
   const cpuBefore = await cpuOf(target.child);
   const mainBefore = mainThreadCpuOf(pid);
-  const result = await autocannon({ url: `${target.url}/v1/messages`, method: 'POST', connections, duration, headers: headersOf(target.key, stream), body: bodyOf(stream) });
+  const result = await messagesLoad(target, stream, connections, { duration });
   const cpu = (await cpuOf(target.child)) - cpuBefore;
   const mainAfter = mainThreadCpuOf(pid);
   const { allocated } = await ask<{ allocated: number }>(target.child, 'gc-stop');
-  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${target.url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
+  requireSuccess(target.url, result);
   const served = Math.max(1, result.requests.total);
   return {
     rps: result.requests.average,
