@@ -45,7 +45,7 @@ export interface AuthContext {
   sessionId: string | null;
   personalTokenId: string | null;
   credential: 'access_token' | 'personal_token' | 'cookie';
-  /** When the access token expires (ms); null for personal tokens. */
+  /** When the credential expires (ms): the access token's expiry, or a personal token's own (null: never). */
   expiresAt: number | null;
 }
 
@@ -65,6 +65,13 @@ export interface Authenticate {
    * chain of promises this way. Never throws.
    */
   cached(input: AuthInput): AuthContext | undefined;
+  /**
+   * `auth` checked again, for a credential that stays in use after it was verified (an open
+   * WebSocket): its session or personal token still live and its user active, read through
+   * the same caches as `authenticate` (a personal token from the database); the user's
+   * current permissions. Throws 401 as `authenticate` would.
+   */
+  recheck(auth: AuthContext): Promise<AuthContext>;
 }
 
 export interface AuthenticateDeps {
@@ -199,12 +206,17 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
     return claims;
   }
 
-  async function fromAccessToken(presentedToken: Credential, credential: 'access_token' | 'cookie'): Promise<AuthContext> {
-    const claims = await verifiedClaims(presentedToken.value, hashOf(presentedToken));
-    const session = await deps.sessions.state(claims.sid);
-    if (!session || session.userId !== claims.sub) throw unauthenticated('session_revoked', 'The session of this token no longer exists');
+  /** Throws unless session `sessionId` of `userId` is neither revoked nor over. */
+  async function liveSession(sessionId: string, userId: string): Promise<void> {
+    const session = await deps.sessions.state(sessionId);
+    if (!session || session.userId !== userId) throw unauthenticated('session_revoked', 'The session of this token no longer exists');
     if (session.revokedAt !== null) throw unauthenticated('session_revoked', 'The session of this token has been revoked');
     if (session.expiresAt <= now()) throw unauthenticated('token_expired', 'The session of this token has ended');
+  }
+
+  async function fromAccessToken(presentedToken: Credential, credential: 'access_token' | 'cookie'): Promise<AuthContext> {
+    const claims = await verifiedClaims(presentedToken.value, hashOf(presentedToken));
+    await liveSession(claims.sid, claims.sub);
     const { view, user } = await activeUser(claims.sub);
     return { user, permissions: view.permissions, sessionId: claims.sid, personalTokenId: null, credential, expiresAt: claims.exp * 1000 };
   }
@@ -216,7 +228,7 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
       sessionId: null,
       personalTokenId: info.id,
       credential: 'personal_token',
-      expiresAt: null,
+      expiresAt: info.expiresAt,
     };
   }
 
@@ -263,6 +275,17 @@ export function createAuthenticate(deps: AuthenticateDeps): Authenticate {
       const context = cachedContext(credential);
       if (!context) presentedBy.set(input, credential);
       return context;
+    },
+    async recheck(auth: AuthContext): Promise<AuthContext> {
+      if (auth.personalTokenId !== null) {
+        const info = await deps.personalTokens.check(auth.personalTokenId);
+        return personalContext(info, await activeUser(info.userId));
+      }
+      if (auth.expiresAt !== null && auth.expiresAt <= now()) throw unauthenticated('token_expired', 'The access token has expired');
+      if (auth.sessionId === null) throw unauthenticated('session_revoked', 'The credential has no session');
+      await liveSession(auth.sessionId, auth.user.id);
+      const { view, user } = await activeUser(auth.user.id);
+      return { ...auth, user, permissions: view.permissions };
     },
   });
 }

@@ -85,6 +85,12 @@ export function narrowPermissions(permissions: Permissions, models: string[] | n
 export class PersonalTokenService {
   /** token hash → verified record and when it stops being trusted (ms). */
   private readonly verified = new Map<string, { info: PersonalTokenInfo; until: number }>();
+  /**
+   * Revocations made on this instance so far. `verify` caches what it read only when none
+   * happened while it read: a read that began before a revoke's UPDATE must not put the
+   * token back into the cache after the revoke cleared it.
+   */
+  private revocations = 0;
   private readonly events = new EventEmitter();
 
   constructor(
@@ -155,6 +161,7 @@ export class PersonalTokenService {
     if (info.revokedAt !== null) return info;
     const now = this.now();
     await this.db.updateTable('personal_tokens').set({ revoked_at: now }).where('id', '=', id).where('revoked_at', 'is', null).execute();
+    this.revocations += 1;
     for (const [hash, entry] of this.verified) if (entry.info.id === id) this.verified.delete(hash);
     this.events.emit('revoke', { tokenId: id, userId: info.userId });
     return { ...info, revokedAt: now };
@@ -191,16 +198,13 @@ export class PersonalTokenService {
     const trusted = this.trusted(hash, now);
     if (trusted) return trusted;
     this.verified.delete(hash);
-    const row = await this.db.selectFrom('personal_tokens').selectAll().where('token_hash', '=', hash).executeTakeFirst();
-    if (!row) throw unauthenticated('token_unknown', 'The personal access token is not known');
-    if (row.revoked_at !== null) throw unauthenticated('token_revoked', 'The personal access token has been revoked');
-    if (row.expires_at !== null && Number(row.expires_at) <= now) throw unauthenticated('token_expired', 'The personal access token has expired');
-    const info = toInfo(row);
+    const revocations = this.revocations;
+    const info = usable(await this.db.selectFrom('personal_tokens').selectAll().where('token_hash', '=', hash).executeTakeFirst(), now);
     if (info.lastUsedAt === null || now - info.lastUsedAt >= LAST_USED_RESOLUTION_MS) {
       await this.db
         .updateTable('personal_tokens')
         .set({ last_used_at: now })
-        .where('id', '=', row.id)
+        .where('id', '=', info.id)
         .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<=', now - LAST_USED_RESOLUTION_MS)]))
         .execute();
       info.lastUsedAt = now;
@@ -209,7 +213,24 @@ export class PersonalTokenService {
     // Shared by every request within VERIFIED_CACHE_MS, hence frozen; this request gets the
     // same record as those after it (one shape of record for the code that reads it).
     const trustedInfo = Object.freeze({ ...info });
-    this.verified.set(hash, { info: trustedInfo, until: now + VERIFIED_CACHE_MS });
+    if (revocations === this.revocations) this.verified.set(hash, { info: trustedInfo, until: now + VERIFIED_CACHE_MS });
     return trustedInfo;
   }
+
+  /**
+   * The record of token `id` if it may still be used, read from the database: for a
+   * credential checked again after it was first verified (an open WebSocket's). Fails as
+   * `verify` does; stamps nothing.
+   */
+  async check(id: string): Promise<PersonalTokenInfo> {
+    return usable(await this.db.selectFrom('personal_tokens').selectAll().where('id', '=', id).executeTakeFirst(), this.now());
+  }
+}
+
+/** The token's record when `row` exists and may be used at `now`; otherwise 401 token_unknown, token_revoked or token_expired. */
+function usable(row: PersonalTokenRow | undefined, now: number): PersonalTokenInfo {
+  if (!row) throw unauthenticated('token_unknown', 'The personal access token is not known');
+  if (row.revoked_at !== null) throw unauthenticated('token_revoked', 'The personal access token has been revoked');
+  if (row.expires_at !== null && Number(row.expires_at) <= now) throw unauthenticated('token_expired', 'The personal access token has expired');
+  return toInfo(row);
 }

@@ -108,6 +108,12 @@ export class SessionService {
   private readonly now: () => number;
   private readonly events = new EventEmitter();
   private readonly states = new Map<string, SessionState & { fetchedAt: number }>();
+  /**
+   * Revocations made on this instance so far. `state` caches what it read only when none
+   * happened while it read: a read that began before a revoke's UPDATE must not put the
+   * live session back into the cache after the revoke cleared it.
+   */
+  private revocations = 0;
 
   constructor(private readonly options: SessionServiceOptions) {
     this.db = options.db;
@@ -183,6 +189,8 @@ export class SessionService {
       .where('id', '=', sessionId)
       .where('revoked_at', 'is', null)
       .executeTakeFirst();
+    this.revocations += 1;
+    this.states.delete(sessionId);
     if (Number(result.numUpdatedRows) === 1) this.events.emit('revoke', { sessionId, userId: row.user_id, reason } satisfies RevocationEvent);
   }
 
@@ -247,6 +255,7 @@ export class SessionService {
     const now = this.now();
     const cached = this.states.get(sessionId);
     if (cached && now - cached.fetchedAt < SESSION_CACHE_MS) return cached;
+    const revocations = this.revocations;
     const row = await this.db
       .selectFrom('sessions')
       .select(['user_id', 'expires_at', 'revoked_at', 'revoked_reason'])
@@ -260,6 +269,7 @@ export class SessionService {
       revokedReason: row.revoked_reason,
       fetchedAt: now,
     };
+    if (revocations !== this.revocations) return state;
     if (this.states.size >= MAX_CACHED_SESSIONS) this.states.clear();
     this.states.set(sessionId, state);
     return state;

@@ -306,6 +306,12 @@ export const settings = {
     default: '10s',
     doc: 'How long a connection may stay silent after a ping (no pong, no frame) before it is terminated.',
   }),
+  wsAuthRecheckMs: setting({
+    env: 'WS_AUTH_RECHECK_MS',
+    parser: duration(10),
+    default: '60s',
+    doc: 'How often every open WebSocket\'s credential is checked again (session or personal token live, user active); a dead one closes the connection with 4001. Each chat checks it as well before it starts.',
+  }),
   wsIdleTimeoutMs: setting({
     env: 'WS_IDLE_TIMEOUT_MS',
     parser: duration(0),

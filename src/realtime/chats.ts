@@ -75,7 +75,8 @@ function chatKey(userId: string, chatId: string): string {
   return `chat:${userId}:${chatId}`;
 }
 
-function errorFrame(id: string, err: unknown): ServerFrame {
+/** A `chat.error` frame for chat `id`: the error as the client may see it, with retry_after_ms when it has one. */
+export function errorFrame(id: string, err: unknown): ServerFrame {
   const gateway = toGatewayError(err);
   const frame: ServerFrame = {
     type: 'chat.error',

@@ -15,6 +15,8 @@ export interface ConnectionLimits {
   maxAbusePerMinute: number;
 }
 
+/** The longest delay a Node.js timer takes (about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How long a closing socket may take to answer the close frame before it is cut. */
 const CLOSE_GRACE_MS = 2_000;
 
@@ -110,11 +112,17 @@ export class Connection {
     const expiresAt = this.auth.expiresAt;
     if (expiresAt === null) return;
     const left = expiresAt - now;
-    const warnIn = left - Math.min(60_000, Math.floor(left / 3));
-    this.expiryTimers = [
-      setTimeout(() => this.send({ type: 'auth.expiring', expires_at: expiresAt }), Math.max(0, warnIn)),
-      setTimeout(() => this.close(CloseCode.unauthenticated, 'session expired: sign in again', 'expired'), Math.max(0, left)),
-    ];
+    if (left > MAX_TIMER_MS) {
+      // Node fires a longer timer at once: a personal token's far expiry is armed in steps.
+      this.expiryTimers = [setTimeout(() => this.scheduleExpiry(now + MAX_TIMER_MS), MAX_TIMER_MS)];
+    } else {
+      const warnIn = left - Math.min(60_000, Math.floor(left / 3));
+      const reason = this.auth.credential === 'personal_token' ? 'personal token expired' : 'session expired: sign in again';
+      this.expiryTimers = [
+        setTimeout(() => this.send({ type: 'auth.expiring', expires_at: expiresAt }), Math.max(0, warnIn)),
+        setTimeout(() => this.close(CloseCode.unauthenticated, reason, 'expired'), Math.max(0, left)),
+      ];
+    }
     for (const t of this.expiryTimers) t.unref();
   }
 

@@ -24,6 +24,7 @@ import { Connection } from './connection.js';
 import { createFanout } from './fanout.js';
 import type { Fanout } from './fanout.js';
 import { createRouter } from './handlers.js';
+import { startAuthSweep } from './auth-check.js';
 import { startHeartbeat } from './heartbeat.js';
 import { redisChatRegistry, settleOrphans } from './orphans.js';
 import { createRealtimeMetrics } from './metrics.js';
@@ -102,7 +103,9 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     idleMs: config.wsIdleTimeoutMs,
     connections: () => local.values(),
   });
-  // The bus is down: other instances learn of the revocation when their session cache expires.
+  const stopAuthSweep = startAuthSweep({ intervalMs: config.wsAuthRecheckMs, authenticate, connections: () => local.values(), log: app.log });
+  // The bus is down: other instances learn of the revocation when their session cache
+  // expires (new requests) and at their next credential check (open sockets, auth-check.ts).
   const kickFailed = (err: unknown) => app.log.error({ err }, 'could not publish a kick to the other instances');
   const unsubscribers = [
     sessions.onRevoke((event) => void fanout.kick({ sessionId: event.sessionId }, { code: CloseCode.unauthenticated, reason: 'session revoked: sign in again', cause: 'revoked' }).catch(kickFailed)),
@@ -278,6 +281,7 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
   });
   app.addHook('onClose', async () => {
     stopHeartbeat();
+    stopAuthSweep();
     stopFanout();
     offExpired();
     offInstances();

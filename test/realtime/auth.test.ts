@@ -54,6 +54,26 @@ describe('WebSocket authentication', () => {
     c.close();
   });
 
+  it("closes a personal token's socket with 4001 when the token expires", async () => {
+    const expiresAt = Date.now() + 1500;
+    const { token } = await t.app.services.personalTokens.create(user.id, { name: 'ws-expiring', expiresAt });
+    const c = await TestClient.open(t.url, { headers: { authorization: `Bearer ${token}` } });
+    expect(await c.next('welcome')).toMatchObject({ expires_at: expiresAt });
+    expect(await c.next('auth.expiring', 3000)).toEqual({ type: 'auth.expiring', expires_at: expiresAt });
+    expect(await c.closed).toEqual({ code: 4001, reason: 'personal token expired' });
+  });
+
+  it('checks the credential again before each chat: one revoked where no kick reaches gets chat.error, then 4001', async () => {
+    const { token, info } = await t.app.services.personalTokens.create(user.id, { name: 'ws-revoked-elsewhere' });
+    const c = await TestClient.open(t.url, { headers: { authorization: `Bearer ${token}` } });
+    await c.next('welcome');
+    // As `portcullis tokens revoke` does from its own process: the row changes, no event here.
+    await t.engine.database.db.updateTable('personal_tokens').set({ revoked_at: Date.now() }).where('id', '=', info.id).execute();
+    c.send({ type: 'chat', id: 'c1', request: { model: 'claude-sonnet-4-6', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] } });
+    expect(await c.next('chat.error')).toEqual({ type: 'chat.error', id: 'c1', error: { type: 'authentication_error', message: 'The personal access token has been revoked' } });
+    expect(await c.closed).toEqual({ code: 4001, reason: 'The personal access token has been revoked' });
+  });
+
   it('refuses with 401 before any socket: no token, bad token, expired, revoked', async () => {
     const none = await refused(t.url);
     expect([none.status, none.body.error.type, none.body.error.code]).toEqual([401, 'authentication_error', 'missing_credentials']);
@@ -144,5 +164,32 @@ describe('WebSocket authentication', () => {
     d.send({ type: 'auth.refresh', token: stranger.token });
     expect(await d.next('error')).toMatchObject({ error: { type: 'permission_error' } });
     d.close();
+  });
+});
+
+describe('WebSocket credentials checked again every WS_AUTH_RECHECK_MS', () => {
+  let t: WsTestApp;
+  beforeAll(async () => {
+    t = await startApp({ WS_AUTH_RECHECK_MS: '100ms' });
+  });
+  afterAll(() => t.close());
+
+  it('closes the sockets of a user disabled and of a token revoked where no kick reaches, and no other', async () => {
+    const disabled = await makeUser(t.app);
+    const kept = await makeUser(t.app);
+    const pat = await t.app.services.personalTokens.create(kept.id, { name: 'ws-sweep' });
+    const a = await TestClient.open(t.url, { headers: { authorization: `Bearer ${(await accessToken(t.app, disabled)).token}` } });
+    const b = await TestClient.open(t.url, { headers: { authorization: `Bearer ${pat.token}` } });
+    const c = await TestClient.open(t.url, { headers: { authorization: `Bearer ${(await accessToken(t.app, kept)).token}` } });
+    await Promise.all([a.next('welcome'), b.next('welcome'), c.next('welcome')]);
+    // As the CLI does from its own process: rows change, nothing is announced to this one.
+    await t.app.services.users.setStatus(disabled.id, 'disabled');
+    await t.engine.database.db.updateTable('personal_tokens').set({ revoked_at: Date.now() }).where('id', '=', pat.info.id).execute();
+    // The user's status is cached for USER_CACHE_MS (3 s); the token is read afresh.
+    expect(await b.closed).toEqual({ code: 4001, reason: 'The personal access token has been revoked' });
+    expect(await a.closed).toEqual({ code: 4001, reason: 'This user is disabled' });
+    c.send({ type: 'ping' });
+    expect(await c.next('pong')).toEqual({ type: 'pong' });
+    c.close();
   });
 });
