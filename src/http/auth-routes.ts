@@ -122,16 +122,19 @@ export const authRoutes: FastifyPluginAsync = async (app) => {
     const body = validate(refreshBody, request.body);
     const usesCookies = !request.headers.authorization && !request.headers['x-api-key'] && !body.refresh_token;
     if (usesCookies && (request.cookies[ACCESS_COOKIE] || request.cookies[REFRESH_COOKIE])) checkCsrf(request, config);
+    const refresh = body.refresh_token ?? (usesCookies ? request.cookies[REFRESH_COOKIE] : undefined);
     let sessionId: string | null;
     try {
       sessionId = (await authenticateRequest(request, { authenticate, limiter, config })).sessionId;
     } catch (err) {
       // An expired access token must not stop a logout: fall back to the refresh token.
-      const refresh = body.refresh_token ?? (usesCookies ? request.cookies[REFRESH_COOKIE] : undefined);
       if (!refresh || !(err instanceof GatewayError) || err.status !== 401) throw err;
       sessionId = await sessions.sessionOfRefreshToken(hashToken(refresh));
       if (!sessionId) throw err;
     }
+    // A credential without a session (a personal token) with a refresh token: the refresh
+    // token's session ends, as it would have without the header.
+    if (sessionId === null && refresh) sessionId = await sessions.sessionOfRefreshToken(hashToken(refresh));
     if (sessionId) await sessions.revoke(sessionId, 'logout');
     if (usesCookies) clearSessionCookies(reply, config);
     return reply.code(204).send();
@@ -172,14 +175,7 @@ export const authRoutes: FastifyPluginAsync = async (app) => {
     return reply.code(204).send();
   });
 
-  app.post('/auth/tokens', { preHandler: app.requireAuth }, async (request, reply) => {
-    const a = auth(request);
-    // A narrowed personal token must not mint a wider one.
-    if (a.credential === 'personal_token') {
-      throw new GatewayError('permission_denied', 'Personal tokens cannot create personal tokens; sign in', { reason: 'personal_token_not_allowed' });
-    }
-    return createToken(request, reply, a.user.id);
-  });
+  app.post('/auth/tokens', { preHandler: app.requireAuth }, async (request, reply) => createToken(request, reply, auth(request).user.id));
 
   app.get('/auth/tokens', { preHandler: app.requireAuth }, async (request) => ({
     data: (await personalTokens.list(auth(request).user.id)).map(tokenJson),
@@ -191,8 +187,15 @@ export const authRoutes: FastifyPluginAsync = async (app) => {
     return reply.code(204).send();
   });
 
-  /** Creates a personal token for `userId`; the token is in this answer and nowhere else. */
+  /**
+   * Creates a personal token for `userId`; the token is in this answer and nowhere else.
+   * Never with a personal token as the credential (here or on the admin route): a narrowed
+   * token must not mint a wider one.
+   */
   async function createToken(request: FastifyRequest, reply: FastifyReply, userId: string) {
+    if (auth(request).credential === 'personal_token') {
+      throw new GatewayError('permission_denied', 'Personal tokens cannot create personal tokens; sign in', { reason: 'personal_token_not_allowed' });
+    }
     const body = validate(createTokenBody, request.body);
     const { token, info } = await personalTokens.create(userId, {
       name: body.name,

@@ -103,13 +103,17 @@ describeEachDatabase('personal access tokens', (db) => {
     expect(reason(await app.inject({ method: 'GET', url: '/auth/me', headers: bearer(t.token) }))).toBe('user_disabled');
   });
 
-  it('an admin creates, lists and revokes tokens for another user; a member may not', async () => {
+  it('an admin creates, lists and revokes tokens for another user; a member may not, nor a personal token', async () => {
     const admin = await makeUser(app, ['admin']);
     const member = await makeUser(app);
     const adminSession = await app.services.sessions.start(admin.id, meta);
     const memberSession = await app.services.sessions.start(member.id, meta);
     const denied = await app.inject({ method: 'POST', url: `/admin/users/${admin.id}/tokens`, headers: bearer(memberSession.accessToken), payload: { name: 'x' } });
     expect(denied.statusCode).toBe(403);
+    // A narrowed admin token must not mint a wider one through the admin route either.
+    const narrowed = await app.services.personalTokens.create(admin.id, { name: 'narrow', models: ['claude-haiku-*'] });
+    const minted = await app.inject({ method: 'POST', url: `/admin/users/${admin.id}/tokens`, headers: bearer(narrowed.token), payload: { name: 'wider' } });
+    expect([minted.statusCode, reason(minted)]).toEqual([403, 'personal_token_not_allowed']);
     const made = await app.inject({ method: 'POST', url: `/admin/users/${member.id}/tokens`, headers: bearer(adminSession.accessToken), payload: { name: 'ci' } });
     expect(made.statusCode).toBe(201);
     const token = made.json() as { id: string; token: string; user_id: string };

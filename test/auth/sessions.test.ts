@@ -73,6 +73,16 @@ describeEachDatabase('sessions and refresh tokens', (db) => {
     expect(reason(refresh)).toBe('session_revoked');
   });
 
+  it('logout with a personal token and a refresh token ends the refresh token\'s session', async () => {
+    const user = await makeUser(app);
+    const tokens = await app.services.sessions.start(user.id, meta);
+    const { token } = await app.services.personalTokens.create(user.id, { name: 'logout' });
+    const out = await app.inject({ method: 'POST', url: '/auth/logout', headers: bearer(token), payload: { refresh_token: tokens.refreshToken } });
+    expect(out.statusCode).toBe(204);
+    expect((await app.services.sessions.get(tokens.session.id))?.revokedReason).toBe('logout');
+    expect(reason(await app.inject({ method: 'GET', url: '/auth/me', headers: bearer(tokens.accessToken) }))).toBe('session_revoked');
+  });
+
   it('lists own sessions, revokes one, fires onRevoke, and hides other users sessions', async () => {
     const user = await makeUser(app);
     const other = await makeUser(app);
