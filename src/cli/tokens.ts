@@ -4,35 +4,15 @@
  * standard output, and never logged.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { createAuthServices } from '../auth/services.js';
-import type { AuthServices } from '../auth/services.js';
 import type { SessionInfo } from '../auth/sessions.js';
-import { UserService } from '../auth/users.js';
-import type { Config } from '../config/index.js';
 import { parseDuration } from '../config/parsers.js';
-import type { Engine } from '../engine/index.js';
-import { loadMasterKeyRing } from '../security/master-key.js';
-import { collect, withEngine } from './context.js';
+import { collect, withAuth } from './context.js';
 import { print, table, time } from './output.js';
 
 function duration(value: string): number {
   const ms = parseDuration(value);
   if (ms === undefined || ms <= 0) throw new InvalidArgumentError(`expected a duration such as 15m, 1h or 30d, got ${JSON.stringify(value)}`);
   return ms;
-}
-
-async function withAuth<T>(fn: (ctx: { config: Config; engine: Engine; users: UserService; auth: AuthServices }) => Promise<T>): Promise<T> {
-  return withEngine(async ({ config, engine }) => {
-    const users = new UserService(engine.database.db);
-    const auth = createAuthServices({
-      config,
-      db: engine.database.db,
-      users,
-      keyRing: loadMasterKeyRing(config).ring,
-      log: { warn: (_obj, msg) => console.error(`warning: ${msg}`) },
-    });
-    return fn({ config, engine, users, auth });
-  });
 }
 
 function sessionsText(list: SessionInfo[]): string {

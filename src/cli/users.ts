@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { UserService } from '../auth/users.js';
 import type { User, UserView } from '../auth/users.js';
 import { GatewayError } from '../errors/index.js';
-import { collect, nonNegativeInt, positiveInt, withEngine } from './context.js';
+import { collect, nonNegativeInt, positiveInt, withAuth, withEngine } from './context.js';
 import { print, table, time } from './output.js';
 
 function showText(view: UserView): string {
@@ -173,14 +173,19 @@ export function usersCommand(): Command {
   for (const verb of ['disable', 'enable'] as const) {
     users
       .command(`${verb} <user>`)
-      .description(verb === 'disable' ? 'stop a user from signing in or using the gateway' : 'let a disabled user back in')
+      .description(
+        verb === 'disable'
+          ? 'stop a user from signing in or using the gateway: their sessions end, their open WebSockets close (running instances: within WS_AUTH_RECHECK_MS)'
+          : 'let a disabled user back in (they sign in again)',
+      )
       .option('--issuer <url>', 'disambiguate a subject known to several issuers')
       .option('--json', 'print JSON')
       .action(async (ref: string, opts: { issuer?: string; json?: boolean }) => {
-        await withEngine(async ({ engine }) => {
-          const service = new UserService(engine.database.db);
+        await withAuth(async ({ users: service, auth }) => {
           const user = await service.resolve(ref, opts.issuer);
-          const updated = await service.setStatus(user.id, verb === 'disable' ? 'disabled' : 'active');
+          if (verb === 'disable') await auth.sessions.disableUser(user.id);
+          else await service.setStatus(user.id, 'active');
+          const updated = await service.get(user.id);
           print(updated, opts, () => `${updated.subject}: ${updated.status}`);
         });
       });

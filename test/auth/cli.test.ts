@@ -34,6 +34,18 @@ describeEachDatabase('token and sessions commands', (db) => {
     expect((await app.services.sessions.get(sessionId))?.revokedReason).toBe('cli_revoked');
   });
 
+  it('users disable ends the user\'s sessions (refresh refused after enable too); users enable lets them sign in again', async () => {
+    const user = await makeUser(app);
+    const env = db.env({ PUBLIC_URL });
+    const tokens = await app.services.sessions.start(user.id, { ip: '127.0.0.1', userAgent: null, issuer: 'https://idp.test' });
+    expect(await cli(env, ['users', 'disable', user.subject])).toBe(`${user.subject}: disabled`);
+    expect((await app.services.sessions.get(tokens.session.id))?.revokedReason).toBe('user_disabled');
+    expect(await cli(env, ['users', 'enable', user.subject])).toBe(`${user.subject}: active`);
+    const refresh = await app.inject({ method: 'POST', url: '/auth/refresh', payload: { refresh_token: tokens.refreshToken } });
+    expect([refresh.statusCode, (refresh.json() as { error: { code: string } }).error.code]).toEqual([401, 'session_revoked']);
+    expect((await app.services.sessions.start(user.id, { ip: '127.0.0.1', userAgent: null, issuer: 'https://idp.test' })).accessToken).toBeTruthy();
+  });
+
   it('creates a personal token with models and expiry, printed once', async () => {
     const user = await makeUser(app);
     const env = db.env({ PUBLIC_URL });
