@@ -28,8 +28,46 @@ export interface RelayHooks {
   onEnd(summary: StreamSummary, failed: boolean): void;
 }
 
+const LF = 0x0a;
+const CR = 0x0d;
+
+/**
+ * Passes on whole SSE events only: what `push` returns ends where an event ends (a blank
+ * line), and the first bytes of an event not yet whole wait for the rest. So when upstream
+ * breaks inside an event, the clean `event: error` the relay ends with is not glued to half
+ * an event (a client's parser would read one broken event and miss the error). Anthropic
+ * writes whole events, so in practice nothing waits; and no SSE client can act on part of an
+ * event before its blank line anyway. Streams with CR line ends are passed on as they come.
+ */
+class WholeEvents {
+  private held: Buffer | undefined;
+
+  /** The bytes of `chunk` (after what was held) that end at an event's end; undefined when none do yet. */
+  push(chunk: Uint8Array): Uint8Array | undefined {
+    const n = chunk.length;
+    // The usual case: nothing held and the chunk ends an event.
+    if (this.held === undefined && n >= 2 && chunk[n - 1] === LF && chunk[n - 2] === LF) return chunk;
+    const buf = this.held === undefined ? Buffer.from(chunk.buffer, chunk.byteOffset, n) : Buffer.concat([this.held, chunk]);
+    this.held = undefined;
+    if (buf.indexOf(CR) !== -1) return buf;
+    const blank = buf.lastIndexOf('\n\n');
+    const end = blank === -1 ? 0 : blank + 2;
+    if (end === buf.length) return buf;
+    this.held = Buffer.from(buf.subarray(end)); // a copy: it outlives this chunk
+    return end > 0 ? buf.subarray(0, end) : undefined;
+  }
+
+  /** What waits when the stream ends cleanly (an unfinished last event, passed on as it is). */
+  rest(): Buffer | undefined {
+    const held = this.held;
+    this.held = undefined;
+    return held;
+  }
+}
+
 export function relayStream(body: UpstreamBody, signal: CancelSignal, hooks: RelayHooks): StreamRelay {
   const tap = new SseTap();
+  const whole = new WholeEvents();
   let failed = false;
   let finished = false;
   /** Called when upstream's body fails; returns the clean SSE error event to end with, if any. */
@@ -50,8 +88,11 @@ export function relayStream(body: UpstreamBody, signal: CancelSignal, hooks: Rel
       for await (const chunk of body as AsyncIterable<Uint8Array>) {
         hooks.onChunk();
         tap.push(chunk);
-        yield chunk;
+        const events = whole.push(chunk);
+        if (events) yield events;
       }
+      const rest = whole.rest();
+      if (rest) yield rest;
     } catch (err) {
       const tail = broken(err);
       if (tail) yield tail;
@@ -77,14 +118,16 @@ export function relayStream(body: UpstreamBody, signal: CancelSignal, hooks: Rel
       };
       body.read((chunk) => {
         hooks.onChunk();
-        const flowing = res.write(chunk);
+        const events = whole.push(chunk);
+        const flowing = events === undefined || res.write(events);
+        // Queued after the write, so after Node's uncork of the socket: the bytes leave first.
         process.nextTick(tapChunk, chunk);
         if (flowing) return true;
         res.once('drain', () => body.resume());
         return false;
       });
       body.on('end', () => {
-        if (!res.destroyed) res.end();
+        if (!res.destroyed) res.end(whole.rest());
         done();
       });
       body.on('error', (err: unknown) => {

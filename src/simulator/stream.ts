@@ -118,6 +118,8 @@ export async function writeStream(input: StreamInput): Promise<StreamResult> {
     return { outcome: 'complete', usage: input.usage };
   }
   if (failure.kind === 'reset') {
+    const next = events[cut];
+    if (fault.resetMidEvent && next !== undefined) res.write(next.slice(0, Math.floor(next.length / 2)));
     // Let what was written reach the client first, then cut the connection.
     await new Promise<void>((resolve) => res.write('', () => resolve()));
     res.socket?.destroy();

@@ -63,6 +63,8 @@ export const faultSchema = z.strictObject({
     .optional(),
   /** Destroy the socket after this many content deltas (JSON: no answer at all). */
   resetAfterDeltas: count.optional(),
+  /** With resetAfterDeltas on a stream: first write half of the next event, so the cut falls inside it. */
+  resetMidEvent: z.boolean().optional(),
   /** Send `event: error` after this many content deltas (JSON: the matching error status). */
   errorAfterDeltas: count.optional(),
   /** The mid-stream error's type; `overloaded_error` by default. */

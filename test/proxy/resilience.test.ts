@@ -91,9 +91,13 @@ describe('resilience through the gateway', () => {
     expect(row).toMatchObject({ model: 'claude-sonnet-4-6', fallback: 'claude-sonnet-4-6', retries: 1 });
   });
 
-  it('turns a connection reset mid-stream into a clean event: error, and the SDK sees an error', async () => {
+  it.each([
+    ['between two events', {}],
+    ['inside an event', { resetMidEvent: true }],
+  ])('turns a connection reset mid-stream (%s) into a clean event: error, and the SDK sees an error', async (_where, cut) => {
     const g = await start({});
-    const res = await post(g, messageBody('one two three four five six', { stream: true }), { deltas: 5, resetAfterDeltas: 2 });
+    const fault = { deltas: 5, resetAfterDeltas: 2, ...cut };
+    const res = await post(g, messageBody('one two three four five six', { stream: true }), fault);
     expect(res.status).toBe(200);
     const text = await res.text();
     const events = text.split('\n\n').filter(Boolean);
@@ -105,7 +109,8 @@ describe('resilience through the gateway', () => {
     expect(text.endsWith('\n\n')).toBe(true);
     expect(text).not.toContain('message_stop');
 
-    const client = new Anthropic({ apiKey: g.token, baseURL: g.url, maxRetries: 0, defaultHeaders: { 'x-sim-fault': JSON.stringify({ deltas: 5, resetAfterDeltas: 2 }) } });
+    expect(g.sim.requests.at(-1)?.outcome).toBe('reset');
+    const client = new Anthropic({ apiKey: g.token, baseURL: g.url, maxRetries: 0, defaultHeaders: { 'x-sim-fault': JSON.stringify(fault) } });
     const err = await client.messages
       .stream(messageBody('one two three four five six') as unknown as Anthropic.MessageCreateParamsNonStreaming)
       .finalMessage()

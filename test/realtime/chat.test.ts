@@ -131,6 +131,20 @@ describe('WebSocket chats on the real pipeline', () => {
       c.close();
     });
 
+    it('ends a stream whose upstream connection breaks inside an event with that event left out and a clean error event', async () => {
+      const user = await makeUser(t.app);
+      const c = await connect(t, user);
+      const fault = JSON.stringify({ resetAfterDeltas: 3, resetMidEvent: true });
+      c.send({ type: 'chat', id: 'cut', request: chatRequest(`<<sim:${fault}>>`) });
+      const { events, end } = await collect(c, 'cut');
+      expectSeqInOrder(events);
+      expect(eventTypes(events).filter((type) => type === 'content_block_delta')).toHaveLength(3);
+      expect(events.at(-1)!.event).toEqual({ type: 'error', error: { type: 'api_error', message: 'The upstream connection failed mid-stream; the reply is incomplete.' } });
+      expect(end).toMatchObject({ type: 'chat.error', error: { type: 'api_error' } });
+      expect(served(t).at(-1)!.outcome).toBe('reset');
+      c.close();
+    });
+
     it('cancels a chat from another connection of the same user; usage is settled as cancelled', async () => {
       const user = await makeUser(t.app);
       const c = await connect(t, user);

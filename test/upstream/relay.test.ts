@@ -54,9 +54,11 @@ async function relayServer(first: string, second: string, read: (held: Held) => 
   return `http://127.0.0.1:${(server!.address() as AddressInfo).port}`;
 }
 
-it('passes each chunk on before the tap reads it, and settles the end with every event read', async () => {
-  // Split inside an event, so the tap must carry its first half over to the second chunk.
+it('passes each chunk\'s whole events on before the tap reads it, and settles the end with every event read', async () => {
+  // Split inside an event, so the tap must carry its first half over to the second chunk,
+  // and the relay holds that half back until the event is whole.
   const cut = events.indexOf('"usage":{"output_tokens":7}');
+  const whole = events.lastIndexOf('\n\n', cut) + 2;
   const held: Held[] = [];
   let settled: { summary: StreamSummary; failed: boolean } | undefined;
   const url = await relayServer(events.slice(0, cut), events.slice(cut), (h) => held.push(h), (summary, failed) => (settled = { summary, failed }));
@@ -64,13 +66,15 @@ it('passes each chunk on before the tap reads it, and settles the end with every
   expect(await res.body.text()).toBe(events);
   await expect.poll(() => settled).toBeDefined();
   // Node corks a response's socket at a tick's first write and sends what it holds on the
-  // next tick (or at end()): by the time the tap read each chunk, that chunk (after the
-  // headers and the chunks before it) had been sent.
+  // next tick (or at end()): by the time the tap read each chunk, that chunk's whole events
+  // (after the headers and the chunks before it) had been sent; the first chunk's unfinished
+  // event went with the second.
   expect(held).toEqual([
     { sent: expect.any(Number), corked: 0 },
     { sent: expect.any(Number), corked: 0 },
   ]);
-  expect(held[0]!.sent).toBeGreaterThan(cut);
+  expect(held[0]!.sent).toBeGreaterThan(whole);
+  expect(held[1]!.sent - held[0]!.sent).toBeGreaterThanOrEqual(events.length - whole);
   expect(held[1]!.sent).toBeGreaterThan(events.length);
   expect(settled!.failed).toBe(false);
   expect(settled!.summary).toMatchObject({
