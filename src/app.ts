@@ -222,6 +222,12 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   });
 
   app.setErrorHandler((err, request, reply) => {
+    // The client left before the answer (its own abort came back through the call): nothing
+    // failed here and nobody is left to answer.
+    if (request.raw.socket?.destroyed) {
+      request.log.info({ code: 'client_disconnected' }, 'the client disconnected before the answer');
+      return reply.code(499).send();
+    }
     const gateway = toGatewayError(err);
     if (gateway.status >= 500) request.log.error({ err: gateway.cause ?? gateway, code: gateway.code }, gateway.message);
     else request.log.info({ code: gateway.code, reason: gateway.reason }, gateway.message);

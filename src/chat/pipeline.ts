@@ -151,7 +151,7 @@ export class ChatPipeline {
       userId: auth.user.id,
       tier: auth.permissions.rateTier,
       override: auth.permissions.rateLimits,
-      estimatedInputTokens: estimateInputTokens(input.body),
+      estimatedInputTokens: estimateInputTokens(input.body, body),
       maxTokens: body.max_tokens,
     };
     // Without a promise when the limiter's store is in this process (the default engine).
@@ -202,6 +202,7 @@ export class ChatPipeline {
         model: body.model,
         requestId: input.requestId,
         signal: input.signal,
+        wholeAnswer: !stream,
       });
     } catch (err) {
       const gateway = input.signal.aborted ? undefined : toGatewayError(err);

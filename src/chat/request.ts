@@ -74,7 +74,41 @@ export function parseCountTokensBody(raw: Buffer): CountTokensBody {
   return validate(countTokensBody, raw);
 }
 
-/** A rough input-token estimate for admission (about 4 bytes a token), reconciled later with real usage. */
-export function estimateInputTokens(raw: Buffer): number {
-  return Math.ceil(raw.length / 4);
+/** What one base64 image or document block counts for admission: an image as Anthropic resizes it costs at most about 1,600 tokens. */
+export const MEDIA_BLOCK_TOKENS = 1_600;
+
+/**
+ * A rough input-token estimate for admission (about 4 bytes a token), reconciled later with
+ * real usage. Base64 media (image and document blocks, in tool results too) do not count by
+ * their bytes, which say little about their tokens (a 1 MB photo costs at most about 1,600
+ * tokens, not the 330,000 its base64 would make): each counts MEDIA_BLOCK_TOKENS instead.
+ */
+export function estimateInputTokens(raw: Buffer, body?: MessagesBody): number {
+  let bytes = raw.length;
+  let blocks = 0;
+  if (body) {
+    for (const m of body.messages) {
+      if (typeof m.content === 'string') continue;
+      const media = mediaIn(m.content);
+      bytes -= media.bytes;
+      blocks += media.blocks;
+    }
+  }
+  return Math.ceil(Math.max(0, bytes) / 4) + blocks * MEDIA_BLOCK_TOKENS;
+}
+
+/** The base64 media blocks of a message's content (and of the tool results in it): how many, and their data's length. */
+function mediaIn(content: unknown, found = { bytes: 0, blocks: 0 }, depth = 0): { bytes: number; blocks: number } {
+  if (!Array.isArray(content) || depth > 1) return found;
+  for (const block of content as unknown[]) {
+    if (typeof block !== 'object' || block === null) continue;
+    const source = (block as { source?: { type?: unknown; data?: unknown } }).source;
+    if (source?.type === 'base64' && typeof source.data === 'string') {
+      found.bytes += source.data.length;
+      found.blocks += 1;
+    } else {
+      mediaIn((block as { content?: unknown }).content, found, depth + 1);
+    }
+  }
+  return found;
 }

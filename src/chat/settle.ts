@@ -92,8 +92,9 @@ export class Settlement {
       status: end.status,
       outcome: end.outcome,
       errorType: end.errorType,
-      latencyMs: now - this.start.startedAt,
-      ttfbMs: this.ttfbAt === null ? null : this.ttfbAt - this.start.startedAt,
+      // Never negative, should the wall clock step back mid-request (the record would be refused).
+      latencyMs: Math.max(0, now - this.start.startedAt),
+      ttfbMs: this.ttfbAt === null ? null : Math.max(0, this.ttfbAt - this.start.startedAt),
       retries: end.retries,
       fallback: end.fallback,
       createdAt: this.start.startedAt,

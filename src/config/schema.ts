@@ -216,13 +216,13 @@ export const settings = {
     env: 'UPSTREAM_DEADLINE_MS',
     parser: integer(1000, 600_000),
     default: '60000',
-    doc: 'Time from a request to the first byte of a usable upstream answer, across all retries and fallbacks (milliseconds). Past it the client gets 504 timeout_error.',
+    doc: 'Time from a request to the first byte of a usable upstream answer, across all retries and fallbacks (milliseconds). Past it the client gets 504 timeout_error. A non-streaming message, whose answer Anthropic sends whole once written, may wait UPSTREAM_TIMEOUT_MS for it instead (no attempt starts past this deadline).',
   }),
   upstreamTimeoutMs: setting({
     env: 'UPSTREAM_TIMEOUT_MS',
     parser: integer(1000, 3_600_000),
     default: '600000',
-    doc: 'Longest silence allowed between two chunks of an upstream answer body (milliseconds); a stream silent for longer ends with an error event.',
+    doc: 'Longest silence allowed between two chunks of an upstream answer body (milliseconds); a stream silent for longer ends with an error event. Also how long one attempt of a non-streaming message waits for its answer.',
   }),
   circuitFailureThreshold: setting({
     env: 'CIRCUIT_FAILURE_THRESHOLD',

@@ -68,7 +68,8 @@ export class GatewayError extends Error {
     this.code = code;
     this.status = catalogue[code].status;
     this.type = catalogue[code].type;
-    this.expose = this.status < 500 || code === 'overloaded' || code === 'unavailable' || code === 'bad_gateway';
+    // Of the 5xx, only `internal` hides its message (it may wrap anything); the others carry ours.
+    this.expose = code !== 'internal';
     this.reason = options.reason;
     this.retryAfterSeconds = options.retryAfterSeconds;
     this.retryAfterMs = options.retryAfterMs;

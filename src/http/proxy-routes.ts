@@ -106,6 +106,7 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
     const outcome = await callUpstream({
       ...upstream,
       keys,
+      allowModel: (m) => modelAllowed(user.permissions, m),
       method: 'POST',
       path: request.url,
       headers: request.headers,

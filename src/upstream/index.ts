@@ -56,7 +56,8 @@ export function createUpstream(
   return {
     client: new UpstreamClient({
       baseUrl,
-      headersTimeoutMs: config.upstreamDeadlineMs,
+      // The attempts' own timers cut sooner (the deadline; a whole answer's UPSTREAM_TIMEOUT_MS).
+      headersTimeoutMs: config.upstreamTimeoutMs,
       bodyTimeoutMs: config.upstreamTimeoutMs,
       connections: config.upstreamConnections,
     }),
@@ -65,7 +66,12 @@ export function createUpstream(
       cooldownMs: config.circuitCooldownMs,
       ...(clock ? { now: () => clock.now() } : {}),
     }),
-    retry: new RetryPolicy({ maxRetries: config.upstreamMaxRetries, deadlineMs: config.upstreamDeadlineMs, ...(clock ? { clock } : {}) }),
+    retry: new RetryPolicy({
+      maxRetries: config.upstreamMaxRetries,
+      deadlineMs: config.upstreamDeadlineMs,
+      wholeAnswerMs: config.upstreamTimeoutMs,
+      ...(clock ? { clock } : {}),
+    }),
     fallbacks: new FallbackChain(config.fallbackModels ?? []),
   };
 }

@@ -7,11 +7,15 @@
  *   key left and retries remain (UPSTREAM_MAX_RETRIES), wait (upstream's retry-after-ms /
  *   retry-after of the last failure, else full-jitter backoff) and start another round.
  * Everything is bounded by the first-byte deadline (UPSTREAM_DEADLINE_MS): no wait is started
- * that would end past it, and an attempt in flight at the deadline is cancelled.
+ * that would end past it, and an attempt in flight at the deadline is cancelled. Except for
+ * an answer that comes whole (`wholeAnswer`: a non-streaming message, whose first byte comes
+ * once the reply is written): an attempt started before the deadline may wait for it
+ * `retry.wholeAnswerMs` (UPSTREAM_TIMEOUT_MS).
  *
  * Verdicts (attempt.ts): success commits; a client error (400, 404, 413, …) is returned
  * unmodified as a `passthrough` outcome; 401/402/403 mean OUR key is bad: the key is excluded
- * (401 also opens its circuit), the next key is tried, and the client never sees Anthropic's
+ * (401 also opens its circuit, 402 counts as a failure, 403 leaves its health alone: it may
+ * concern this request's model only), the next key is tried, and the client never sees Anthropic's
  * auth error (it would read as "your credential is wrong"): when no key is left it gets a
  * gateway `unavailable` error instead. Retryable failures feed the key's circuit (circuit.ts),
  * and so does a committed stream that breaks on upstream's side (not when our client left).
@@ -85,6 +89,8 @@ export interface CallUpstreamOptions {
   requestId: string;
   /** The client's connection: aborting cancels everything. */
   signal?: CancelSignal;
+  /** The answer comes whole, not as a stream (a non-streaming message): see the module comment. */
+  wholeAnswer?: boolean;
   /** Called after every attempt (logging). Must not throw. */
   onAttempt?: (attempt: AttemptRecord) => void;
 }
@@ -204,6 +210,8 @@ function attemptWith(
 ): Promise<AttemptVerdict> {
   const { circuits, retry } = options;
   const t0 = retry.clock.now();
+  const beforeDeadline = deadline - t0;
+  const limitMs = options.wholeAnswer ? retry.wholeAnswerMs : retry.deadlineMs;
   const record = (status: number | null, error: string | null) => {
     const entry: AttemptRecord = { keyId: lease.keyId, keyName: lease.name, model: model ?? ANY_MODEL, status, error, ms: Math.max(0, retry.clock.now() - t0) };
     attempts.push(entry);
@@ -219,7 +227,7 @@ function attemptWith(
       headers: upstreamRequestHeaders(options.headers, { apiKey: lease.secret, requestId: options.requestId }),
       body,
       signal: options.signal,
-      remainingMs: deadline - retry.clock.now(),
+      remainingMs: options.wholeAnswer && beforeDeadline > 0 ? limitMs : beforeDeadline,
     });
   } catch (err) {
     attempt = Promise.reject(err); // released and recorded below, as any failure
@@ -240,6 +248,9 @@ function attemptWith(
           break;
         case 'key_rejected':
           if (verdict.status === 401) circuits.trip(lease.keyId, verdict.reason);
+          // A 403 may concern this request alone (a model the key's workspace may not use):
+          // the next key is tried, but one user's requests must not take the key from everyone.
+          else if (verdict.status === 403) circuits.recordAbandoned(lease.keyId);
           else circuits.recordFailure(lease.keyId, verdict.reason);
           break;
         case 'retry':
@@ -256,7 +267,7 @@ function attemptWith(
       if (err instanceof DeadlineExceeded) {
         circuits.recordFailure(lease.keyId, 'deadline');
         record(null, 'deadline');
-        throw new GatewayError('upstream_timeout', `Anthropic did not answer within ${Math.round(retry.deadlineMs / 1000)} s.`, { reason: 'upstream_deadline' });
+        throw new GatewayError('upstream_timeout', `Anthropic did not answer within ${limitMs % 1000 === 0 ? `${limitMs / 1000} s` : `${limitMs} ms`}.`, { reason: 'upstream_deadline' });
       }
       circuits.recordAbandoned(lease.keyId);
       record(null, 'aborted');

@@ -100,6 +100,12 @@ export interface RetryPolicyOptions extends BackoffOptions {
   maxRetries: number;
   /** Time from the call to the committed answer, across every attempt (UPSTREAM_DEADLINE_MS). */
   deadlineMs: number;
+  /**
+   * How long one attempt whose answer comes whole (a non-streaming message: Anthropic sends
+   * its headers only once the reply is written, minutes for a long one) may wait for it
+   * (UPSTREAM_TIMEOUT_MS); `deadlineMs` by default.
+   */
+  wholeAnswerMs?: number;
   clock?: Clock;
 }
 
@@ -107,6 +113,7 @@ export interface RetryPolicyOptions extends BackoffOptions {
 export class RetryPolicy {
   readonly maxRetries: number;
   readonly deadlineMs: number;
+  readonly wholeAnswerMs: number;
   readonly clock: Clock;
   private readonly backoff: BackoffOptions;
 
@@ -115,6 +122,7 @@ export class RetryPolicy {
     if (!(options.deadlineMs > 0)) throw new RangeError('deadlineMs must be positive');
     this.maxRetries = options.maxRetries;
     this.deadlineMs = options.deadlineMs;
+    this.wholeAnswerMs = Math.max(options.wholeAnswerMs ?? 0, options.deadlineMs);
     this.clock = options.clock ?? systemClock;
     this.backoff = { baseMs: options.baseMs, capMs: options.capMs, random: options.random };
   }

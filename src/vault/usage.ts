@@ -58,13 +58,16 @@ export interface KeyUsage extends UsageTotals {
 }
 
 const count = z.number().int().min(0);
+/** The longest text field: at least the longest model name a request may carry (chat/request.ts, 256). */
+const MAX_TEXT = 256;
+const text = z.string().max(MAX_TEXT);
 const recordSchema = z.object({
-  requestId: z.string().min(1).max(200),
-  userId: z.string().min(1).max(200),
-  sessionId: z.string().max(200).nullable(),
-  personalTokenId: z.string().max(200).nullable(),
-  keyId: z.string().max(200).nullable(),
-  model: z.string().min(1).max(200),
+  requestId: text.min(1),
+  userId: text.min(1),
+  sessionId: text.nullable(),
+  personalTokenId: text.nullable(),
+  keyId: text.nullable(),
+  model: text.min(1),
   stream: z.boolean(),
   inputTokens: count,
   outputTokens: count,
@@ -72,11 +75,11 @@ const recordSchema = z.object({
   cacheReadInputTokens: count,
   status: z.number().int().min(100).max(599),
   outcome: z.enum(['complete', 'error', 'cancelled', 'failed_midstream']),
-  errorType: z.string().max(200).nullable(),
+  errorType: text.nullable(),
   latencyMs: count,
   ttfbMs: count.nullable(),
   retries: count,
-  fallback: z.string().max(200).nullable(),
+  fallback: text.nullable(),
   createdAt: count,
 });
 
@@ -133,7 +136,7 @@ const MAX_BATCH = 500;
 
 /** Plain checks costing well under a microsecond; zod only for a record that fails them (for its message). */
 function looksValid(r: UsageRecord): boolean {
-  const str = (v: unknown, min: number) => typeof v === 'string' && v.length >= min && v.length <= 200;
+  const str = (v: unknown, min: number) => typeof v === 'string' && v.length >= min && v.length <= MAX_TEXT;
   const strOrNull = (v: unknown) => v === null || str(v, 0);
   const n = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
   return (

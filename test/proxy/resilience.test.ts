@@ -119,6 +119,31 @@ describe('resilience through the gateway', () => {
     expect(String((err as Error).message)).toMatch(/mid-stream/);
   });
 
+  it('never falls back to a model the caller may not use, on messages and on count_tokens', async () => {
+    const g = await start({ env: { UPSTREAM_MAX_RETRIES: '0', FALLBACK_MODELS: 'claude-opus-*=claude-sonnet-4-6' } });
+    const { token } = await g.app.services.personalTokens.create(g.user.id, { name: 'opus-only', models: ['claude-opus-*'] });
+    const body = JSON.stringify(messageBody('opus only', { model: 'claude-opus-4-6' }));
+    for (const path of ['/v1/messages', '/v1/messages/count_tokens']) {
+      const res = await fetch(`${g.url}${path}`, {
+        method: 'POST',
+        headers: { 'x-api-key': token, 'anthropic-version': '2023-06-01', 'content-type': 'application/json', 'x-sim-fault': JSON.stringify({ status: 529 }) },
+        body,
+      });
+      expect([path, res.status]).toEqual([path, 529]);
+    }
+    expect(g.sim.requests.map((r) => r.model)).toEqual(['claude-opus-4-6', 'claude-opus-4-6']);
+  });
+
+  it('waits past UPSTREAM_DEADLINE_MS for a non-streaming answer (sent whole once written), not for a stream\'s first byte', async () => {
+    const g = await start({ env: { UPSTREAM_DEADLINE_MS: '1000', UPSTREAM_MAX_RETRIES: '0' } });
+    const whole = await post(g, messageBody('take your time'), { latencyMs: 1300 });
+    expect(whole.status).toBe(200);
+    expect(await whole.json()).toMatchObject({ type: 'message' });
+    const stream = await post(g, messageBody('take your time', { stream: true }), { latencyMs: 1300 });
+    expect(stream.status).toBe(504);
+    expect(await stream.json()).toMatchObject({ type: 'error', error: { type: 'timeout_error', message: 'Anthropic did not answer within 1 s.' } });
+  });
+
   it('answers 529 overloaded_error with retry-after when every key is down, without calling upstream once circuits are open', async () => {
     const g = await start({ keys: 2, env: { CIRCUIT_FAILURE_THRESHOLD: '1', CIRCUIT_COOLDOWN_MS: '30000', UPSTREAM_MAX_RETRIES: '0' } });
     for (const s of g.secrets) g.sim.setKeyFaults(s, { status: 529 });

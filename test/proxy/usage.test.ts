@@ -101,6 +101,20 @@ describe('usage accounting through the gateway', () => {
     expect(row).toMatchObject({ outcome: 'cancelled', stream: 1 });
   });
 
+  it('logs a client that left before any answer as a disconnect, not as a server error', async () => {
+    const id = rid();
+    const at = gw.sim.requests.length;
+    const controller = new AbortController();
+    const res = post(messageBody('never mind'), { requestId: id, fault: { latencyMs: 400 }, signal: controller.signal });
+    setTimeout(() => controller.abort(), 100);
+    await expect(res).rejects.toThrow();
+    await until(async () => (await usageRows(gw, id)).length > 0);
+    expect((await usageRows(gw, id))[0]).toMatchObject({ outcome: 'cancelled', status: 499 });
+    await until(() => gw.logs.some((l) => l.request_id === id && l.msg === 'the client disconnected before the answer'));
+    expect(gw.logs.filter((l) => l.request_id === id && (l.level === 'error' || l.level === 'fatal'))).toEqual([]);
+    await until(() => gw.sim.requests.length > at); // the simulator notes it once its latency is over
+  });
+
   it('records streams that failed mid-stream (connection reset, upstream event: error)', async () => {
     for (const fault of [{ deltas: 6, resetAfterDeltas: 3 }, { deltas: 6, errorAfterDeltas: 2 }]) {
       const id = rid();
@@ -114,6 +128,16 @@ describe('usage accounting through the gateway', () => {
       expect(row).toMatchObject({ outcome: 'failed_midstream', stream: 1 });
       expect(row.error_type).toBe('resetAfterDeltas' in fault ? 'api_error' : 'overloaded_error');
     }
+  });
+
+  it('records a request naming the longest model a request may name (256 characters), refused upstream', async () => {
+    const id = rid();
+    const at = gw.sim.requests.length;
+    const model = `claude-${'x'.repeat(249)}`;
+    const res = await post(messageBody('a long name', { model }), { requestId: id });
+    expect(res.status).toBe(404);
+    const { row } = await settled(id, at);
+    expect(row).toMatchObject({ model, status: 404, outcome: 'error', error_type: 'not_found_error' });
   });
 
   it('keeps exactly one record per request', async () => {

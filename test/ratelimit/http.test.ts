@@ -3,10 +3,11 @@
  * reconciliation, per-IP sign-in and failed-authentication limits, the concurrent-stream
  * cap and per-user overrides. The limiter's clock is driven by the test (see helpers.ts).
  */
+import { randomBytes } from 'node:crypto';
 import Anthropic, { RateLimitError } from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { estimateInputTokens } from '../../src/chat/request.js';
+import { MEDIA_BLOCK_TOKENS, estimateInputTokens } from '../../src/chat/request.js';
 import { buildSimulator } from '../../src/simulator/index.js';
 import type { Simulator } from '../../src/simulator/index.js';
 import { MODEL, SIM_KEY, messagesBody, postMessages, startGateway, userWithToken } from './helpers.js';
@@ -125,6 +126,19 @@ describe('rate limits over HTTP', () => {
     g.clock.now = t0 + 60_000;
     const r4 = await postMessages(g.url, token, fitting(max3));
     expect(r4.status).toBe(200);
+  });
+
+  it('counts a base64 image for admission as MEDIA_BLOCK_TOKENS, not by its bytes (which alone exceed the limit)', async () => {
+    const g = await gateway({ RATE_LIMIT_RPM: '0', RATE_LIMIT_TPM: '10000' });
+    const { token } = await userWithToken(g.app);
+    const data = randomBytes(75_000).toString('base64'); // 100,000 characters: 25,000 tokens by bytes
+    const image = { type: 'image', source: { type: 'base64', media_type: 'image/png', data } };
+    const body = messagesBody(100, { messages: [{ role: 'user', content: [image, { type: 'text', text: 'what is this?' }] }] });
+    const res = await postMessages(g.url, token, body);
+    expect(res.status).toBe(200);
+    const estimate = Math.ceil((Buffer.byteLength(body) - data.length) / 4) + MEDIA_BLOCK_TOKENS;
+    expect(estimate).toBeLessThan(2_000);
+    expect(Number(res.headers.get('anthropic-ratelimit-tokens-remaining'))).toBe(10_000 - estimate - 100);
   });
 
   it('limits sign-in requests per IP: the 4th /auth/login in a minute gets a 429 in Anthropic shape', async () => {

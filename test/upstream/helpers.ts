@@ -75,6 +75,8 @@ export interface CallSetup {
   circuits?: CircuitBreakers;
   maxRetries?: number;
   deadlineMs?: number;
+  /** RetryPolicy.wholeAnswerMs, with `wholeAnswer` set on the call. */
+  wholeAnswerMs?: number;
   fallbacks?: string;
   fault?: SimulatedFault;
   body?: Buffer;
@@ -99,7 +101,8 @@ export function callOptions(setup: CallSetup): CallUpstreamOptions & { clock: Fa
     client: setup.client,
     keys: setup.keys,
     circuits: setup.circuits ?? circuitsFor(clock),
-    retry: new RetryPolicy({ maxRetries: setup.maxRetries ?? 2, deadlineMs: setup.deadlineMs ?? 10_000, clock }),
+    retry: new RetryPolicy({ maxRetries: setup.maxRetries ?? 2, deadlineMs: setup.deadlineMs ?? 10_000, wholeAnswerMs: setup.wholeAnswerMs, clock }),
+    ...(setup.wholeAnswerMs !== undefined ? { wholeAnswer: true } : {}),
     ...(fallbacks ? { fallbacks } : {}),
     method: 'POST',
     path: '/v1/messages',

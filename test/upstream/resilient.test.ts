@@ -188,6 +188,14 @@ describe('callUpstream against the simulator', () => {
     expect(renderError(err).body.error.type).toBe('api_error');
   });
 
+  it('an upstream 403 tries the next key but leaves the keys healthy (it may concern this request alone)', async () => {
+    const clock = new FakeClock();
+    const circuits = circuitsFor(clock, 1);
+    const err = await rejection(callUpstream(callOptions({ client, clock, circuits, keys: new ListKeys([A, B]), fault: { status: 403 } })));
+    expect(err).toMatchObject({ code: 'unavailable', reason: 'upstream_key_rejected' });
+    expect([circuits.state(A.id), circuits.state(B.id)]).toEqual(['closed', 'closed']);
+  });
+
   it('sends the lease key, not the client credentials, and keeps anthropic-beta', async () => {
     await callUpstream(callOptions({ client, keys: new ListKeys([A]), headers: { 'x-api-key': 'sk-client-own', 'anthropic-beta': 'a-2025,b-2026' } }));
     expect(sim.requests.at(-1)).toMatchObject({ key: A.secret, status: 200 });
@@ -207,6 +215,14 @@ describe('callUpstream against the simulator', () => {
     const err = await rejection(callUpstream(callOptions({ client, keys, deadlineMs: 200, fault: { latencyMs: 5000 } })));
     expect(err).toMatchObject({ code: 'upstream_timeout', status: 504, reason: 'upstream_deadline' });
     expect(keys.released).toBe(1);
+  });
+
+  it('lets an answer that comes whole (a non-streaming message) take longer than the deadline, up to wholeAnswerMs', async () => {
+    const keys = new ListKeys([A]);
+    const slow = buffered(await callUpstream(callOptions({ client, keys, deadlineMs: 200, wholeAnswerMs: 5000, fault: { latencyMs: 400 } })));
+    expect(slow.json).toMatchObject({ type: 'message' });
+    const err = await rejection(callUpstream(callOptions({ client, keys, deadlineMs: 200, wholeAnswerMs: 300, fault: { latencyMs: 5000 } })));
+    expect(err).toMatchObject({ code: 'upstream_timeout', status: 504, reason: 'upstream_deadline', message: 'Anthropic did not answer within 300 ms.' });
   });
 
 });
