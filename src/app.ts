@@ -236,8 +236,8 @@ export async function buildApp(config: Config, engine: Engine, options: BuildApp
   });
 
   app.setNotFoundHandler((request, reply) => {
-    const { status, body } = renderError(toGatewayError({ statusCode: 404, message: `No route for ${request.method} ${loggedUrl(request.url)}`, code: 'NOT_FOUND' }), request.id);
-    return reply.code(status).send(body);
+    const { status, body, headers } = renderError(toGatewayError({ statusCode: 404, message: `No route for ${request.method} ${loggedUrl(request.url)}`, code: 'NOT_FOUND' }), request.id);
+    return reply.code(status).headers(headers).send(body);
   });
 
   if (!app.hasDecorator('parseCookie')) await app.register(fastifyCookie);

@@ -5,10 +5,11 @@
  */
 import { z } from 'zod';
 import { GatewayError } from '../errors/index.js';
+import { anthropicIssueMessage } from '../errors/zod-wording.js';
 
 const messagesBody = z.looseObject({
   model: z.string().min(1).max(256),
-  max_tokens: z.number().int().positive(),
+  max_tokens: z.number().int().min(1),
   messages: z.array(z.looseObject({ role: z.string(), content: z.unknown() })).min(1),
   stream: z.boolean().optional(),
 });
@@ -31,9 +32,7 @@ function parseJson(raw: Buffer): unknown {
 }
 
 function describe(issue: z.core.$ZodIssue): string {
-  const path = issue.path.map(String).join('.') || 'body';
-  if (issue.code === 'invalid_type' && issue.input === undefined) return `${path}: Field required`;
-  return `${path}: ${issue.message}`;
+  return `${issue.path.map(String).join('.') || 'body'}: ${anthropicIssueMessage(issue)}`;
 }
 
 function validate<T>(schema: z.ZodType<T>, raw: Buffer): T {
@@ -41,7 +40,7 @@ function validate<T>(schema: z.ZodType<T>, raw: Buffer): T {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new GatewayError('invalid_request', 'Request body must be a JSON object', { reason: 'invalid_json' });
   }
-  const result = schema.safeParse(value);
+  const result = schema.safeParse(value, { reportInput: true });
   if (!result.success) {
     throw new GatewayError('invalid_request', result.error.issues.map(describe).join('; '), { reason: 'invalid_request_body' });
   }

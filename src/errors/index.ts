@@ -99,8 +99,12 @@ export function renderError(err: unknown, requestId?: string): { status: number;
     type: 'error',
     error: { type: gateway.type, message, code: gateway.reason ?? gateway.code },
   };
-  if (requestId) body.request_id = requestId;
   const headers: Record<string, string> = { ...gateway.headers };
+  if (requestId) {
+    body.request_id = requestId;
+    // Where Anthropic's SDKs read an answer's id (APIError.requestID), as on Anthropic's own errors.
+    headers['request-id'] = requestId;
+  }
   if (gateway.retryAfterSeconds !== undefined) headers['retry-after'] = String(Math.max(0, Math.ceil(gateway.retryAfterSeconds)));
   return { status: gateway.status, body, headers };
 }

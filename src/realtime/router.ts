@@ -49,7 +49,7 @@ export class Router {
     if (typeof type !== 'string') return this.malformed(conn, 'type: Field required (a string)', now);
     const route = this.routes.get(type);
     if (!route) return this.malformed(conn, `unknown type ${JSON.stringify(type.slice(0, 64))}; expected one of ${this.types.join(', ')}`, now);
-    const parsed = route.schema.safeParse(value);
+    const parsed = route.schema.safeParse(value, { reportInput: true });
     if (!parsed.success) {
       const id = (value as { id?: unknown }).id;
       return this.malformed(conn, `${type}: ${describeIssues(parsed.error)}`, now, typeof id === 'string' ? id.slice(0, 128) : undefined);

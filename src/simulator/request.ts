@@ -3,6 +3,7 @@
  * `<<sim:{…}>>` directive, and the deterministic input token count.
  */
 import { z } from 'zod';
+import { anthropicIssueMessage } from '../errors/zod-wording.js';
 import { SimulatedHttpError } from './errors.js';
 
 const block = z.looseObject({ type: z.string() });
@@ -38,21 +39,6 @@ type Block = z.infer<typeof block>;
 /** Fields Anthropic itself refuses under anthropic-version 2026-10-21. */
 const refusedIn20261021 = ['temperature', 'top_p', 'top_k'] as const;
 
-function issueMessage(issue: z.core.$ZodIssue): string {
-  if (issue.code === 'invalid_type') {
-    if (!('input' in issue) || issue.input === undefined) return 'Field required';
-    const names: Record<string, string> = { string: 'string', int: 'integer', number: 'number', array: 'list', object: 'dictionary', boolean: 'boolean' };
-    return `Input should be a valid ${names[issue.expected] ?? issue.expected}`;
-  }
-  if (issue.code === 'too_small') {
-    if (issue.origin === 'array') return issue.path[0] === 'messages' ? 'at least one message is required' : `List should have at least ${issue.minimum} items`;
-    return `Input should be greater than or equal to ${issue.minimum}`;
-  }
-  if (issue.code === 'invalid_value') return `Input should be ${issue.values.map((v) => `'${String(v)}'`).join(' or ')}`;
-  if (issue.code === 'invalid_union') return 'Input should be a valid string or a valid list';
-  return issue.message;
-}
-
 /**
  * Validates a body; throws a 400 invalid_request_error naming the first bad field the way
  * Anthropic does (`max_tokens: Field required`).
@@ -62,7 +48,7 @@ export function parseBody<T>(schema: z.ZodType<T>, body: unknown, version: strin
   const result = schema.safeParse(body, { reportInput: true });
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    throw new SimulatedHttpError(400, `${issue.path.join('.')}: ${issueMessage(issue)}`);
+    throw new SimulatedHttpError(400, `${issue.path.join('.')}: ${anthropicIssueMessage(issue)}`);
   }
   if (version === '2026-10-21') {
     for (const field of refusedIn20261021) {

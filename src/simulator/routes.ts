@@ -102,7 +102,7 @@ export async function simulatorRoutes(app: FastifyInstance, deps: RouteDeps): Pr
     if (key === null) throw new SimulatedHttpError(401, 'x-api-key header is required');
     if (deps.keys !== null && !deps.keys.has(key)) throw new SimulatedHttpError(401, 'invalid x-api-key');
     if (typeof version !== 'string' || version.length === 0) throw new SimulatedHttpError(400, 'anthropic-version: header is required');
-    if (!VERSIONS.has(version)) throw new SimulatedHttpError(400, `anthropic-version: invalid version ${JSON.stringify(version)}`);
+    if (!VERSIONS.has(version)) throw new SimulatedHttpError(400, `anthropic-version: ${JSON.stringify(version)} is not a valid version`);
   });
 
   app.setErrorHandler((err, request, reply) => {

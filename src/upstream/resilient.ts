@@ -128,6 +128,8 @@ export function resilienceHeaders(outcome: Pick<UpstreamOutcome, 'retries' | 'fa
 
 interface Failures {
   retryable: number;
+  /** Of the retryable failures, the 429s (the key's rate limit spent). */
+  rateLimited: number;
   rejected: number;
   hintMs: number | undefined;
   /** The keys that failed (made at the first failure: most calls have none). */
@@ -148,7 +150,7 @@ export async function callUpstream(options: CallUpstreamOptions): Promise<Upstre
     throw new GatewayError('unavailable', 'No upstream API key is configured; an operator must add one (portcullis keys add).', { reason: 'no_upstream_key' });
   }
   const attempts: AttemptRecord[] = [];
-  const failures: Failures = { retryable: 0, rejected: 0, hintMs: undefined, keyIds: undefined };
+  const failures: Failures = { retryable: 0, rateLimited: 0, rejected: 0, hintMs: undefined, keyIds: undefined };
   const isHealthy = (id: string) => circuits.isHealthy(id);
   const requested = options.model;
   const models: (string | undefined)[] = [requested];
@@ -188,6 +190,7 @@ export async function callUpstream(options: CallUpstreamOptions): Promise<Upstre
       if (verdict.kind === 'key_rejected') failures.rejected += 1;
       else {
         failures.retryable += 1;
+        if (verdict.rateLimited) failures.rateLimited += 1;
         const hint = verdict.hintHeaders ? parseRetryAfter(verdict.hintHeaders, clock.now()) : undefined;
         if (hint !== undefined) failures.hintMs = failures.hintMs === undefined ? hint : Math.min(failures.hintMs, hint);
       }
@@ -330,7 +333,18 @@ function exhausted(options: CallUpstreamOptions, failures: Failures): GatewayErr
   const waitMs = failures.hintMs ?? circuits.msUntilAvailable(failures.keyIds) ?? 0;
   const retryAfterSeconds = Math.max(1, Math.ceil(waitMs / 1000));
   if (failures.retryable === 0 && failures.rejected > 0) {
-    return new GatewayError('unavailable', "Anthropic rejected the gateway's upstream API keys; an operator must check them.", { reason: 'upstream_key_rejected' });
+    // Not worth a client's retry (the SDKs retry any 5xx unless told not to): an operator must act.
+    return new GatewayError('unavailable', "Anthropic rejected the gateway's upstream API keys; an operator must check them.", {
+      reason: 'upstream_key_rejected',
+      headers: { 'x-should-retry': 'false' },
+    });
+  }
+  if (failures.rateLimited > 0 && failures.rateLimited === failures.retryable) {
+    // Every key tried had its rate limit spent: the client is told so (RateLimitError in the SDKs), with when to come back.
+    return new GatewayError('rate_limited', `The gateway's upstream API keys are rate limited by Anthropic; retry in ${retryAfterSeconds} s.`, {
+      reason: 'upstream_rate_limited',
+      retryAfterSeconds,
+    });
   }
   if (failures.retryable === 0) {
     return new GatewayError('overloaded', 'Every upstream API key is temporarily unavailable; retry later.', { reason: 'all_keys_unhealthy', retryAfterSeconds });

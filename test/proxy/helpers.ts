@@ -25,6 +25,8 @@ export interface Gateway {
   app: FastifyInstance;
   engine: Engine;
   sim: Simulator;
+  /** http://127.0.0.1:PORT of the simulator (the gateway's upstream). */
+  simUrl: string;
   /** http://127.0.0.1:PORT of the gateway. */
   url: string;
   /** The upstream secrets in the vault, in the order of `keyNames`. */
@@ -104,6 +106,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     app,
     engine,
     sim,
+    simUrl,
     url: `http://127.0.0.1:${address.port}`,
     secrets,
     keyNames,

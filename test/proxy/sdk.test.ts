@@ -88,6 +88,27 @@ describe('the official SDK through the gateway', () => {
     }
   });
 
+  it('words a body it refuses as Anthropic (the simulator) words the same body', async () => {
+    const post = (url: string, key: string, body: Record<string, unknown>) =>
+      fetch(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const messages = [{ role: 'user', content: 'x' }];
+    const bodies = [
+      { model: 'claude-sonnet-4-6', messages },
+      { model: 'claude-sonnet-4-6', max_tokens: '5', messages },
+      { model: 'claude-sonnet-4-6', max_tokens: 0, messages },
+      { model: 'claude-sonnet-4-6', max_tokens: 1.5, messages },
+      { model: 'claude-sonnet-4-6', max_tokens: 5, messages: [] },
+      { model: 'claude-sonnet-4-6', max_tokens: 5, messages, stream: 'yes' },
+    ];
+    for (const body of bodies) {
+      const mine = await post(gw.url, gw.token, body);
+      const theirs = await post(gw.simUrl, gw.secrets[0]!, body);
+      expect([mine.status, theirs.status]).toEqual([400, 400]);
+      const [a, b] = [(await mine.json()) as { error: { message: string } }, (await theirs.json()) as { error: { message: string } }];
+      expect([JSON.stringify(body), a.error.message]).toEqual([JSON.stringify(body), b.error.message]);
+    }
+  });
+
   it('gives AuthenticationError for a bad token, BadRequestError with upstream body unchanged, PermissionDeniedError for a model not allowed', async () => {
     const bad = new Anthropic({ apiKey: 'pcl_pat_not-a-real-token', baseURL: gw.url, maxRetries: 0 });
     const auth = await bad.messages.create({ model: 'claude-sonnet-4-6', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
@@ -128,6 +149,10 @@ describe('the official SDK through the gateway', () => {
     const denied = await narrow.messages.create({ model: 'claude-opus-4-1', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
     expect(denied).toBeInstanceOf(Anthropic.PermissionDeniedError);
     expect((denied as { error: unknown }).error).toMatchObject({ error: { type: 'permission_error' } });
+    // The gateway's own error carries its id where the SDK reads an answer's id, as Anthropic's do.
+    const deniedId = (denied as { requestID: string | null }).requestID;
+    expect(deniedId).toMatch(/^req_/);
+    expect((denied as { error: { request_id: string } }).error.request_id).toBe(deniedId);
     const ok = await narrow.messages.create({ model: 'claude-haiku-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
     expect(ok.model).toBe('claude-haiku-4-5');
   });

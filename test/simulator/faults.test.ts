@@ -91,6 +91,9 @@ describe('simulator: errors and faults', () => {
     expect(noVersion.status).toBe(400);
     expect(noVersion.headers.get('request-id')).toMatch(/^req_/);
     expect(await noVersion.json()).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: 'anthropic-version: header is required' } });
+    const badVersion = await fetch(`${baseURL}/v1/models`, { headers: { 'x-api-key': KEY, 'anthropic-version': '2099-01-01' } });
+    expect(badVersion.status).toBe(400);
+    expect(await badVersion.json()).toMatchObject({ error: { type: 'invalid_request_error', message: 'anthropic-version: "2099-01-01" is not a valid version' } });
   });
 
   it('refuses bodies over 32 MB with 413 request_too_large', async () => {

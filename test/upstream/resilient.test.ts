@@ -186,6 +186,14 @@ describe('callUpstream against the simulator', () => {
     const err = await rejection(callUpstream(callOptions({ client, keys: new ListKeys([REVOKED]) })));
     expect(err).toMatchObject({ code: 'unavailable', reason: 'upstream_key_rejected' });
     expect(renderError(err).body.error.type).toBe('api_error');
+    // Permanent until an operator acts: the SDKs, which retry any 5xx, are told not to.
+    expect(renderError(err).headers['x-should-retry']).toBe('false');
+  });
+
+  it('every key rate limited by upstream: a 429 rate_limit_error with upstream\'s retry-after, not overloaded', async () => {
+    const err = await rejection(callUpstream(callOptions({ client, maxRetries: 0, keys: new ListKeys([A, B]), fault: { status: 429, retryAfter: 7 } })));
+    expect(err).toMatchObject({ code: 'rate_limited', status: 429, reason: 'upstream_rate_limited', retryAfterSeconds: 7 });
+    expect(renderError(err)).toMatchObject({ status: 429, body: { error: { type: 'rate_limit_error' } }, headers: { 'retry-after': '7' } });
   });
 
   it('an upstream 403 tries the next key but leaves the keys healthy (it may concern this request alone)', async () => {
