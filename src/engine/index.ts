@@ -127,7 +127,7 @@ function createRealtimePorts(options: RealtimePortsOptions): { bus: Bus; directo
     onOwnerExpired: options.onExpired,
     onError: (err) => warn('instance heartbeat failed', err as Error),
   });
-  const streamBuffer = new RedisStreamBuffer({ redis, bus, prefix: `${prefix}sb:`, maxEvents: 10_000 });
+  const streamBuffer = new RedisStreamBuffer({ redis, bus, prefix: `${prefix}sb:`, maxEvents: 10_000, onError: (err) => warn('a stream listener failed', err as Error) });
   return { bus, directory, streamBuffer };
 }
 

@@ -130,6 +130,11 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     parseCookie: (header: string) => app.parseCookie(header),
   };
 
+  /** Takes a connection out of the directory; a failure is logged (the directory retries at its next heartbeat). */
+  const unlist = (id: string): void => {
+    void directory.remove(id).catch((err: unknown) => app.log.warn({ err, connection_id: id }, 'connection directory unavailable: the entry is removed at its next heartbeat'));
+  };
+
   const newMeta = (auth: AuthContext, info: Awaited<ReturnType<typeof admitUpgrade>>['info']): ConnectionMeta => {
     const t = now();
     return {
@@ -182,7 +187,7 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
       metrics.connections.dec();
       metrics.terminations.inc({ cause: conn.closeCause ?? 'client' });
       chats.detach(conn);
-      void directory.remove(meta.id).catch((err: unknown) => app.log.warn({ err, connection_id: meta.id }, 'connection directory unavailable: the entry expires with this instance\'s heartbeat'));
+      unlist(meta.id);
     });
     conn.scheduleExpiry(t);
     conn.send({
@@ -241,8 +246,7 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     } finally {
       // Taken but never opened (handshake failed, client gone, draining): give the slot back.
       if (pending !== null) {
-        const id = pending;
-        void directory.remove(id).catch((err: unknown) => app.log.warn({ err, connection_id: id }, 'connection directory unavailable: the entry expires with this instance\'s heartbeat'));
+        unlist(pending);
       }
     }
   };

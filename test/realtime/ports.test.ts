@@ -181,6 +181,27 @@ describeWithRedis('realtime ports', ({ url, prefix }) => {
   });
   describeBusContract('redis', () => new RedisBus({ redis: client(), prefix: unique('bus') }));
 
+  it('a listener that throws neither stops the other listeners nor the writes after it', async () => {
+    const p = unique('sb3');
+    const errors: unknown[] = [];
+    const buffer = new RedisStreamBuffer({ redis: client(), bus: new RedisBus({ redis: client(), prefix: `${p}bus:` }), prefix: p, onError: (err) => errors.push(err) });
+    await buffer.open('k', 60_000);
+    const seen: number[] = [];
+    const offs = [
+      await buffer.subscribe('k', () => {
+        throw new Error('listener failed');
+      }),
+      await buffer.subscribe('k', (e) => seen.push(e.seq)),
+    ];
+    await buffer.append('k', { seq: 0, frame: {} });
+    await buffer.append('k', { seq: 1, frame: {} });
+    for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(seen).toEqual([0, 1]);
+    expect(errors.length).toBeGreaterThanOrEqual(2);
+    for (const off of offs) off();
+    await buffer.close();
+  });
+
   it('a stream written on one instance is read and tailed on another, each entry once', async () => {
     const p = unique('sb2');
     const make = () => new RedisStreamBuffer({ redis: client(), bus: new RedisBus({ redis: client(), prefix: `${p}bus:` }), prefix: p });
@@ -221,6 +242,39 @@ describeWithRedis('realtime ports', ({ url, prefix }) => {
     await new Promise((r) => setTimeout(r, 120));
     expect(await instances[1]!.addWithinCap(meta('y1', 'u9', { instanceId: 'b' }), 1)).toBe(true);
     for (const d of instances) await d.close();
+  });
+
+  it('an instance swept while alive (its heartbeats lapsed) writes its connections again at its next heartbeat', async () => {
+    const p = unique('cd4');
+    const lapsing = new RedisConnectionDirectory({ redis: client(), prefix: p, owner: 'lapsing', ttlMs: 60 });
+    const other = new RedisConnectionDirectory({ redis: client(), prefix: p, owner: 'other', ttlMs: 5_000 });
+    await (lapsing as unknown as { timer: NodeJS.Timeout }).timer.close();
+    await lapsing.add(meta('c1', 'u1', { instanceId: 'lapsing' }));
+    await new Promise((r) => setTimeout(r, 120));
+    expect(await other.heartbeat()).toEqual(['lapsing']);
+    expect(await other.countByUser('u1')).toBe(0);
+    expect(await lapsing.heartbeat()).toEqual([]);
+    expect(await other.countByUser('u1')).toBe(1);
+    expect((await other.get('c1'))?.instanceId).toBe('lapsing');
+    expect(await other.addWithinCap(meta('c2', 'u1', { instanceId: 'other' }), 1)).toBe(false);
+    await lapsing.close();
+    await other.close();
+  });
+
+  it('a removal that failed is made again at the next heartbeat', async () => {
+    const p = unique('cd5');
+    const redis = client();
+    const directory = new RedisConnectionDirectory({ redis, prefix: p, owner: 'one', ttlMs: 5_000 });
+    await directory.add(meta('c1', 'u1', { instanceId: 'one' }));
+    const scripted = redis as unknown as { cdRemove: (...args: unknown[]) => Promise<unknown> };
+    const real = scripted.cdRemove.bind(redis);
+    scripted.cdRemove = () => Promise.reject(new Error('connection lost'));
+    await expect(directory.remove('c1')).rejects.toThrow('connection lost');
+    scripted.cdRemove = real;
+    expect(await directory.countByUser('u1')).toBe(1);
+    await directory.heartbeat();
+    expect(await directory.countByUser('u1')).toBe(0);
+    await directory.close();
   });
 
   it('a crashed instance\'s connections vanish from every answer and are swept once', async () => {

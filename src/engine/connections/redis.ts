@@ -11,7 +11,9 @@
  * atomic script (`addWithinCap` counts the user's live connections and adds in the same
  * script, so the per-user cap holds across instances). The metadata of this instance's
  * connections is republished on every heartbeat when it changed, so counters lag by at most
- * one heartbeat.
+ * one heartbeat. An instance that was itself swept while alive (its heartbeats could not
+ * reach Redis for longer than `ttlMs`) writes all its connections again at its next
+ * heartbeat, so they come back into every answer and into the per-user cap.
  *
  * The scripts compute key names from the prefix: on Redis Cluster give REDIS_KEY_PREFIX a
  * hash tag (`{portcullis}:`) so all directory keys live in one slot.
@@ -112,12 +114,16 @@ for _, owner in ipairs(redis.call('SMEMBERS', P .. 'owners')) do
 end
 return n
 `;
-/** ARGV: prefix, owner, ttl, then id/json pairs to refresh → the owners swept (dead). */
+/**
+ * ARGV: prefix, owner, ttl, then id/json pairs to refresh → '1' when this instance was still
+ * alive ('0': it lapsed, its entries may have been swept), then the owners swept (dead).
+ */
 const HEARTBEAT = `${LIB}
+local was = redis.call('EXISTS', P .. 'alive:' .. ARGV[2]) == 1 and '1' or '0'
 redis.call('SET', P .. 'alive:' .. ARGV[2], '1', 'PX', ARGV[3])
 redis.call('SADD', P .. 'owners', ARGV[2])
 for i = 4, #ARGV, 2 do redis.call('SET', P .. 'c:' .. ARGV[i], ARGV[i + 1], 'XX') end
-local swept = {}
+local swept = { was }
 for _, owner in ipairs(redis.call('SMEMBERS', P .. 'owners')) do
   if not isAlive(owner) then
     for _, id in ipairs(redis.call('SMEMBERS', P .. 'o:' .. owner)) do drop(id) end
@@ -145,6 +151,8 @@ export class RedisConnectionDirectory implements ConnectionDirectory {
   private readonly ttlMs: number;
   /** The metadata objects of this instance's connections, and the JSON last written. */
   private readonly own = new Map<string, { meta: ConnectionMeta; written: string }>();
+  /** Connections closed here whose removal from Redis failed: removed again at each heartbeat until it works. */
+  private readonly unremoved = new Set<string>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly options: RedisConnectionDirectoryOptions) {
@@ -179,7 +187,13 @@ export class RedisConnectionDirectory implements ConnectionDirectory {
 
   async remove(id: string): Promise<boolean> {
     this.own.delete(id);
-    return (await this.redis.cdRemove(this.options.prefix, id)) === 1;
+    try {
+      return (await this.redis.cdRemove(this.options.prefix, id)) === 1;
+    } catch (err) {
+      // Left in Redis, it would live as long as this instance's heartbeat does.
+      this.unremoved.add(id);
+      throw err;
+    }
   }
 
   async get(id: string): Promise<ConnectionMeta | undefined> {
@@ -223,8 +237,12 @@ export class RedisConnectionDirectory implements ConnectionDirectory {
     await this.options.redis.set(`${this.options.prefix}c:${meta.id}`, mine.written, 'XX');
   }
 
-  /** Renews this instance's heartbeat, republishes changed metadata, sweeps dead instances. */
+  /** Renews this instance's heartbeat, republishes changed metadata, finishes failed removals, sweeps dead instances. */
   async heartbeat(): Promise<string[]> {
+    for (const id of this.unremoved) {
+      if (!this.own.has(id)) await this.redis.cdRemove(this.options.prefix, id); // unless added again since
+      this.unremoved.delete(id);
+    }
     const changed: string[] = [];
     for (const [id, mine] of this.own) {
       const now = this.json(mine.meta);
@@ -232,9 +250,20 @@ export class RedisConnectionDirectory implements ConnectionDirectory {
       mine.written = now;
       changed.push(id, now);
     }
-    const swept = (await this.redis.cdHeartbeat(this.options.prefix, this.options.owner, this.ttlMs, ...changed)) as string[];
+    const [wasAlive, ...swept] = (await this.redis.cdHeartbeat(this.options.prefix, this.options.owner, this.ttlMs, ...changed)) as string[];
+    // Lapsed: another instance may have swept this one's entries; write them all again.
+    if (wasAlive === '0') await this.restore();
     if (swept.length > 0) this.options.onOwnerExpired?.(swept);
     return swept;
+  }
+
+  /** Writes every connection this instance holds again (after its heartbeat lapsed). */
+  private async restore(): Promise<void> {
+    const { prefix, owner } = this.options;
+    for (const [id, mine] of this.own) {
+      mine.written = this.json(mine.meta);
+      await this.redis.cdAdd(prefix, owner, id, mine.meta.userId, mine.meta.connectedAt, mine.written, this.ttlMs);
+    }
   }
 
   async close(): Promise<void> {

@@ -26,6 +26,8 @@ export interface RedisStreamBufferOptions {
   prefix: string;
   /** Entries kept per stream (exact MAXLEN). */
   maxEvents?: number;
+  /** A listener that threw (it is skipped; the others and later writes go on). */
+  onError?: (err: unknown) => void;
 }
 
 /** KEYS: stream, meta. ARGV: mode(open|append|end), seq, frame, ttl, maxlen, channel, message. */
@@ -165,8 +167,15 @@ export class RedisStreamBuffer implements StreamBuffer {
     this.listeners.clear();
   }
 
+  /** Tells this instance's listeners of `key`; one that throws neither stops the others nor the writes after it. */
   private notify(key: string, entry: StreamEntry, ended: boolean): void {
-    for (const listener of [...(this.listeners.get(key) ?? [])]) listener(entry, ended);
+    for (const listener of [...(this.listeners.get(key) ?? [])]) {
+      try {
+        listener(entry, ended);
+      } catch (err) {
+        this.options.onError?.(err);
+      }
+    }
   }
 
   private write(w: Omit<Write, 'resolve' | 'reject'>): Promise<void> {
@@ -201,7 +210,10 @@ export class RedisStreamBuffer implements StreamBuffer {
       }
       batch.forEach((w, i) => {
         const err = failure ?? results?.[i]?.[0] ?? (results ? null : new Error('redis pipeline aborted'));
-        if (err) return w.reject(err);
+        if (err) {
+          if (w.args[0] === 'open') this.ttls.delete(w.key); // never opened: nothing will end it
+          return w.reject(err);
+        }
         if (w.entry && results?.[i]?.[1] === 1) this.notify(w.key, w.entry, w.ended);
         w.resolve();
       });
