@@ -53,8 +53,13 @@ interface RunningChat {
   controller: AbortController;
   /** The connection receiving the stream, if any. */
   attached: Connection | null;
-  /** A connection on another instance receives the stream. */
-  attachedRemotely: boolean;
+  /**
+   * The other instances on which a connection receives the stream (their CLAIM, until their
+   * RELEASE): the claim timer runs only when this is empty and no local connection receives
+   * it. A set, not a flag: the RELEASE of an instance whose connection died must not cancel
+   * the claim of another that took the chat over meanwhile.
+   */
+  claimedBy: Set<string>;
   claimTimer: NodeJS.Timeout | null;
   finished: Promise<void>;
 }
@@ -67,6 +72,8 @@ export interface ChatManagerOptions {
   log: FastifyBaseLogger;
   metrics: RealtimeMetrics;
   registry?: ChatRegistry;
+  /** This instance's id, sent with the claims it makes on other instances' chats. */
+  instanceId: string;
   /** False while the shared state store (Redis) is unreachable: new chats are refused at once. */
   available?: () => boolean;
 }
@@ -114,20 +121,20 @@ export class ChatManager {
       const { userId, chatId } = payload as { userId: string; chatId: string };
       return this.running.get(chatKey(userId, chatId));
     };
+    const instanceOf = (payload: unknown) => String((payload as { instanceId?: unknown }).instanceId);
     this.unsubscribers = await Promise.all([
       bus.subscribe(CANCEL_TOPIC, (payload) => find(payload)?.controller.abort()),
       bus.subscribe(CLAIM_TOPIC, (payload) => {
         const chat = find(payload);
         if (!chat) return;
-        chat.attachedRemotely = true;
+        chat.claimedBy.add(instanceOf(payload));
         if (chat.claimTimer) clearTimeout(chat.claimTimer);
         chat.claimTimer = null;
       }),
       bus.subscribe(RELEASE_TOPIC, (payload) => {
         const chat = find(payload);
-        if (!chat || !chat.attachedRemotely) return;
-        chat.attachedRemotely = false;
-        if (chat.attached === null) this.armClaimTimer(chat);
+        if (!chat || !chat.claimedBy.delete(instanceOf(payload))) return;
+        if (chat.attached === null && chat.claimedBy.size === 0) this.armClaimTimer(chat);
       }),
     ]);
   }
@@ -135,7 +142,7 @@ export class ChatManager {
   private armClaimTimer(chat: RunningChat): void {
     if (chat.claimTimer) clearTimeout(chat.claimTimer);
     chat.claimTimer = setTimeout(() => {
-      if (chat.attached === null && !chat.attachedRemotely) chat.controller.abort();
+      if (chat.attached === null && chat.claimedBy.size === 0) chat.controller.abort();
     }, this.options.resumeWindowMs);
     chat.claimTimer.unref();
   }
@@ -160,7 +167,7 @@ export class ChatManager {
       return;
     }
     const { buffer, resumeWindowMs } = this.options;
-    const chat: RunningChat = { key, userId: conn.meta.userId, chatId, controller: new AbortController(), attached: conn, attachedRemotely: false, claimTimer: null, finished: Promise.resolve() };
+    const chat: RunningChat = { key, userId: conn.meta.userId, chatId, controller: new AbortController(), attached: conn, claimedBy: new Set(), claimTimer: null, finished: Promise.resolve() };
     this.running.set(key, chat);
     conn.running.add(chatId);
     conn.meta.inFlight = conn.running.size;
@@ -283,7 +290,7 @@ export class ChatManager {
     } else if (!stopped && !backlog.ended) {
       // Running on another instance (or about to end): tell its owner the stream is claimed.
       this.remote.set(key, conn);
-      await this.options.bus.publish(CLAIM_TOPIC, { userId: conn.meta.userId, chatId }).catch(() => {});
+      await this.options.bus.publish(CLAIM_TOPIC, { userId: conn.meta.userId, chatId, instanceId: this.options.instanceId }).catch(() => {});
     }
     return true;
   }
@@ -313,13 +320,13 @@ export class ChatManager {
     for (const chat of this.running.values()) {
       if (chat.attached !== conn) continue;
       chat.attached = null;
-      if (!chat.attachedRemotely) this.armClaimTimer(chat);
+      if (chat.claimedBy.size === 0) this.armClaimTimer(chat);
     }
     for (const [key, holder] of this.remote) {
       if (holder !== conn) continue;
       this.remote.delete(key);
       const [, userId, chatId] = /^chat:([^:]+):(.*)$/.exec(key) ?? [];
-      void this.options.bus.publish(RELEASE_TOPIC, { userId, chatId }).catch(() => {});
+      void this.options.bus.publish(RELEASE_TOPIC, { userId, chatId, instanceId: this.options.instanceId }).catch(() => {});
     }
     for (const stop of [...conn.streams.values()]) stop();
   }

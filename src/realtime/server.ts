@@ -82,6 +82,7 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     metrics,
     available: () => engine.redis === undefined || engine.redis.status === 'ready',
     registry: engine.redis ? redisChatRegistry({ redis: engine.redis, prefix: `${config.redisKeyPrefix}chats:`, instanceId }) : undefined,
+    instanceId,
   });
   await chats.start();
   const offExpired = engine.onInstanceExpired((dead) => {

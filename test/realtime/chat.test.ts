@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { User } from '../../src/auth/users.js';
+import { CLAIM_TOPIC, RELEASE_TOPIC } from '../../src/realtime/chats.js';
 import type { SimulatedRequest } from '../../src/simulator/index.js';
 import type { Frame } from './helpers.js';
 import { TestClient, UPSTREAM_KEY, accessToken, chatRequest, makeUser, startChatApp } from './helpers.js';
@@ -274,6 +275,27 @@ describe('WebSocket chats on the real pipeline', () => {
       d.send({ type: 'chat.resume', id: 'orphan', after_seq: 0 });
       expect(await d.next('chat.error')).toMatchObject({ error: { type: 'resume_unavailable' } });
       d.close();
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('keeps a chat that another instance still receives when a third instance releases its claim', async () => {
+    const t = await startChatApp({ sim: { deltas: 60, deltaDelayMs: 20 }, env: { WS_RESUME_WINDOW_MS: '300ms' } });
+    try {
+      const user = await makeUser(t.app);
+      const c = await connect(t, user);
+      c.send({ type: 'chat', id: 'moving', request: chatRequest() });
+      await c.next((f) => f.type === 'chat.event');
+      c.ws.terminate();
+      // The client resumed on instance B, then (B's socket dying unnoticed) on C; B notices later.
+      const { bus } = t.app.services.engine;
+      const claim = { userId: user.id, chatId: 'moving' };
+      await bus.publish(CLAIM_TOPIC, { ...claim, instanceId: 'ins_b' });
+      await bus.publish(CLAIM_TOPIC, { ...claim, instanceId: 'ins_c' });
+      await bus.publish(RELEASE_TOPIC, { ...claim, instanceId: 'ins_b' });
+      const rows = await until(() => t.usageRows(user.id), (r) => r.length > 0, 200);
+      expect(rows).toMatchObject([{ outcome: 'complete' }]);
     } finally {
       await t.close();
     }
