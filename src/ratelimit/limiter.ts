@@ -5,7 +5,7 @@
  * checks are in input.ts; the answers it makes from its store's, in decisions.ts.
  */
 import { randomUUID } from 'node:crypto';
-import type { CostAdjustment, LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
+import type { CostAdjustment, LeaseResult, LimitRule, RateLimitStore, RuleOutcome } from '../engine/ratelimit/port.js';
 import { GatewayError } from '../errors/index.js';
 import type { Allowance, AllowancePolicy, AllowanceRule } from './allowances.js';
 import { Allowances, DEFAULT_ALLOWANCE_POLICY } from './allowances.js';
@@ -262,7 +262,16 @@ export class RateLimiter {
     if (answered) return answered;
     const lease = this.streamLease(input);
     if (!lease) return { allowed: true, limits: [], degraded: false };
-    const result = await this.guard('acquire', () => this.store.acquire(lease));
+    const acquiring = this.store.acquire(lease);
+    let result: LeaseResult | undefined;
+    try {
+      result = await this.guard('acquire', () => acquiring);
+    } finally {
+      // Failed or timed out here, the call may still take the slot in the store: give it
+      // back then, or it would be held by nobody until its TTL (a user allowed one or two
+      // streams would be locked out that long).
+      if (!result) void acquiring.then((late) => (late.allowed ? this.store.release(lease.key, lease.leaseId) : undefined)).catch(() => {});
+    }
     if (!result) return { allowed: true, limits: [], degraded: true };
     return streamAdmissionOf(lease, result);
   }

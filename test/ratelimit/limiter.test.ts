@@ -164,6 +164,24 @@ describe('RateLimiter', () => {
     expect((await rl.acquireStream({ userId: user })).allowed).toBe(true);
   });
 
+  it('gives back a stream slot the store took after the limiter stopped waiting for it', async () => {
+    const memory = new MemoryRateLimitStore();
+    const slow: RateLimitStore = {
+      check: (rules, options) => memory.check(rules, options),
+      reconcile: (id, adjustments, options) => memory.reconcile(id, adjustments, options),
+      acquire: (request) => new Promise((resolve) => setTimeout(() => resolve(memory.acquire(request)), 100)),
+      release: (key, leaseId) => memory.release(key, leaseId),
+      close: () => memory.close(),
+    };
+    const rl = new RateLimiter({ config: config({ RATE_LIMIT_CONCURRENT: '1', RATE_LIMIT_FAILURE_POLICY: 'open' }), store: slow, storeTimeoutMs: 20, allowances: false });
+    const user = uniqueName('usr');
+    expect(await rl.acquireStream({ userId: user })).toEqual({ allowed: true, limits: [], degraded: true });
+    await new Promise((r) => setTimeout(r, 150));
+    // Had the late slot stayed, this user's one slot would be taken until its TTL.
+    const memoryOnly = new RateLimiter({ config: config({ RATE_LIMIT_CONCURRENT: '1' }), store: memory, allowances: false });
+    expect((await memoryOnly.acquireStream({ userId: user })).allowed).toBe(true);
+  });
+
   it('limits per IP before authentication, counting failures separately and IPv6 by /64', async () => {
     const { rl } = limiter({ RATE_LIMIT_IP_AUTH_PER_MIN: '2', RATE_LIMIT_AUTH_FAILURES_PER_MIN: '2' });
     expect((await rl.admitIp('203.0.113.7', 'auth', T0)).allowed).toBe(true);
