@@ -181,6 +181,31 @@ describeWithRedis('realtime ports', ({ url, prefix }) => {
   });
   describeBusContract('redis', () => new RedisBus({ redis: client(), prefix: unique('bus') }));
 
+  it('a tailing instance that missed published entries reads them from the stream, in order, each once', async () => {
+    const p = unique('sb4');
+    const writer = new RedisStreamBuffer({ redis: client(), bus: new RedisBus({ redis: client(), prefix: `${p}bus:` }), prefix: p });
+    const reader = new RedisStreamBuffer({ redis: client(), bus: new RedisBus({ redis: client(), prefix: `${p}bus:` }), prefix: p });
+    // Writes to the same stream whose messages go to another channel: the reader never hears them, as when its subscriber connection dropped.
+    const unheard = new RedisStreamBuffer({ redis: client(), bus: new RedisBus({ redis: client(), prefix: `${p}elsewhere:` }), prefix: p });
+    await writer.open('k', 60_000);
+    const seen: number[] = [];
+    let ended = false;
+    const off = await reader.subscribe('k', (e, end) => {
+      seen.push(e.seq);
+      ended ||= end;
+    });
+    await writer.append('k', { seq: 0, frame: {} });
+    for (let i = 0; i < 100 && seen.length < 1; i++) await new Promise((r) => setTimeout(r, 5));
+    await unheard.append('k', { seq: 1, frame: {} });
+    await unheard.append('k', { seq: 2, frame: {} });
+    await writer.append('k', { seq: 3, frame: {} });
+    await writer.end('k', { seq: 4, frame: { done: true } }, 60_000);
+    for (let i = 0; i < 200 && !ended; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(seen).toEqual([0, 1, 2, 3, 4]);
+    off();
+    for (const b of [writer, reader, unheard]) await b.close();
+  });
+
   it('a listener that throws neither stops the other listeners nor the writes after it', async () => {
     const p = unique('sb3');
     const errors: unknown[] = [];

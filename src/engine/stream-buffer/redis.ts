@@ -11,7 +11,9 @@
  * (of every stream on this instance) queue up and leave together when it returns; a lone
  * write leaves at once. Listeners on this instance are called when their write is
  * acknowledged, in order, and skip the Redis echo of their own entries; listeners on other
- * instances get the published copy. Reads wait for this instance's pending writes first.
+ * instances get the published copy, and what pub/sub lost (it delivers at most once) is read
+ * from the stream when the next copy's seq skips it. Reads wait for this instance's pending
+ * writes first.
  */
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -71,6 +73,12 @@ export class RedisStreamBuffer implements StreamBuffer {
   private readonly unsubscribers = new Map<string, Promise<() => void>>();
   /** The ttl of each stream this instance opened, for its appends. */
   private readonly ttls = new Map<string, number>();
+  /**
+   * Per stream tailed from another instance: the last seq passed to the listeners, and the
+   * messages held while a gap is filled from the stream (pub/sub delivers at most once: a
+   * subscriber connection that dropped and came back missed what was published meanwhile).
+   */
+  private readonly tails = new Map<string, { last: number | undefined; held: TailMessage[] | null }>();
   private queue: Write[] = [];
   private flushing: Promise<void> | null = null;
 
@@ -136,7 +144,7 @@ export class RedisStreamBuffer implements StreamBuffer {
         this.options.bus
           .subscribe(this.topic(key), (payload) => {
             const message = payload as TailMessage;
-            if (message.origin !== this.origin) this.notify(key, message.entry, message.ended);
+            if (message.origin !== this.origin) this.tail(key, message);
           })
           .catch(() => () => {}),
       );
@@ -148,6 +156,7 @@ export class RedisStreamBuffer implements StreamBuffer {
       const current = this.listeners.get(key);
       if (!current?.delete(own) || current.size > 0) return;
       this.listeners.delete(key);
+      this.tails.delete(key);
       const off = this.unsubscribers.get(key);
       this.unsubscribers.delete(key);
       void off?.then((f) => f());
@@ -165,6 +174,44 @@ export class RedisStreamBuffer implements StreamBuffer {
     for (const off of this.unsubscribers.values()) void off.then((f) => f());
     this.unsubscribers.clear();
     this.listeners.clear();
+  }
+
+  /**
+   * An entry published by another instance: passed on in order, each once; when its seq
+   * skips some (messages lost), the missing entries are read from the stream first.
+   */
+  private tail(key: string, message: TailMessage): void {
+    let state = this.tails.get(key);
+    if (!state) this.tails.set(key, (state = { last: undefined, held: null }));
+    if (state.held) {
+      state.held.push(message);
+      return;
+    }
+    const { last } = state;
+    if (last !== undefined && message.entry.seq > last + 1) {
+      state.held = [message];
+      void this.refill(key, state, last);
+      return;
+    }
+    this.pass(key, state, message.entry, message.ended);
+  }
+
+  private pass(key: string, state: { last: number | undefined }, entry: StreamEntry, ended: boolean): void {
+    if (state.last !== undefined && entry.seq <= state.last) return;
+    state.last = entry.seq;
+    this.notify(key, entry, ended);
+  }
+
+  private async refill(key: string, state: { last: number | undefined; held: TailMessage[] | null }, after: number): Promise<void> {
+    try {
+      const missed = await this.read(key, after);
+      missed?.entries.forEach((entry, i) => this.pass(key, state, entry, missed.ended && i === missed.entries.length - 1));
+    } catch (err) {
+      this.options.onError?.(err); // the gap stays; what follows is still passed on
+    }
+    const held = state.held ?? [];
+    state.held = null;
+    for (const m of held) this.pass(key, state, m.entry, m.ended);
   }
 
   /** Tells this instance's listeners of `key`; one that throws neither stops the others nor the writes after it. */
