@@ -92,8 +92,11 @@ export async function settleOrphans(deps: OrphanDeps, deadInstances: string[]): 
 }
 
 async function settleOne(deps: OrphanDeps, chat: ChatRegistration, at: number): Promise<boolean> {
+  // All its events; null when they are not all held (a chat longer than the buffer): then
+  // what is known of the newest, so its stream is still ended for clients resuming it.
   const stream = await deps.buffer.read(chat.key, -1);
-  if (stream?.ended) return false;
+  const newest = stream ? { seq: stream.entries.at(-1)?.seq ?? -1, ended: stream.ended } : await deps.buffer.last(chat.key);
+  if (newest?.ended) return false;
   // Its record, if it was written, is this user's and no older than its registration (the
   // same instance's clock; a minute of slack for a clock stepped back): the (user_id,
   // created_at) index narrows the search instead of reading every usage row (request_id has
@@ -107,7 +110,7 @@ async function settleOne(deps: OrphanDeps, chat: ChatRegistration, at: number): 
     .executeTakeFirst();
   if (existing) return false;
   const frames = (stream?.entries ?? []).map((e) => e.frame);
-  const events = frames.filter((f) => f.type === 'chat.event').length;
+  const events = newest ? newest.seq + 1 : 0;
   await deps.usage.record({
     requestId: chat.requestId,
     userId: chat.userId,
@@ -126,12 +129,11 @@ async function settleOne(deps: OrphanDeps, chat: ChatRegistration, at: number): 
     fallback: null,
     createdAt: at,
   });
-  const lastSeq = stream?.entries.at(-1)?.seq ?? -1;
-  if (stream) {
+  if (newest) {
     await deps.buffer.end(
       chat.key,
       {
-        seq: lastSeq + 1,
+        seq: newest.seq + 1,
         frame: { type: 'chat.error', id: chat.chatId, error: { type: 'api_error', message: 'The server running this chat stopped; the chat failed. Start it again.' } },
       },
       deps.resumeWindowMs,

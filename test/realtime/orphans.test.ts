@@ -71,4 +71,20 @@ describeWithRedis('settleOrphans', ({ url, prefix }) => {
     // Taken once: a second survivor finds nothing left to settle.
     expect(await settleOrphans(deps, [dead])).toBe(0);
   });
+
+  it('ends the stream of a lost chat longer than the buffer holds, so a client resuming it gets its last frame', async () => {
+    const dead = uniqueName('ins');
+    const small = new MemoryStreamBuffer({ maxEvents: 3 });
+    const deps = { redis, prefix, instanceId: uniqueName('ins'), buffer: small, usage, db: engine.database.db, resumeWindowMs: 60_000, log };
+    const long = chat('usr_long', uniqueName('req'));
+    await redisChatRegistry({ redis, prefix, instanceId: dead }).register(long);
+    await small.open(long.key, 60_000);
+    for (let seq = 0; seq < 10; seq++) await small.append(long.key, { seq, frame: { type: 'chat.event', id: 'c1', seq, event: { type: 'content_block_delta' } } });
+    expect(await small.read(long.key, -1)).toBeNull(); // the oldest were dropped
+    expect(await settleOrphans(deps, [dead])).toBe(1);
+    expect(await rowsOf(long.requestId)).toEqual([{ user_id: 'usr_long', outcome: 'failed_midstream', error_type: 'instance_lost' }]);
+    const resumed = await small.read(long.key, 8);
+    expect(resumed).toMatchObject({ ended: true, entries: [{ seq: 9 }, { seq: 10, frame: { type: 'chat.error', id: 'c1' } }] });
+    await small.close();
+  });
 });

@@ -122,6 +122,13 @@ export function describeStreamBufferContract(name: string, factory: (maxEvents: 
       for (let i = 0; i < 6; i++) await b.append('k', entry(i));
       expect(await b.read('k', 1)).toBeNull();
       expect((await b.read('k', 2))!.entries.map((e) => e.seq)).toEqual([3, 4, 5]);
+      // The newest seq is known even when the oldest entries are gone.
+      expect(await b.last('k')).toEqual({ seq: 5, ended: false });
+      await b.end('k', entry(6, 'chat.error'), 60_000);
+      expect(await b.last('k')).toEqual({ seq: 6, ended: true });
+      await b.open('empty', 60_000);
+      expect(await b.last('empty')).toEqual({ seq: -1, ended: false });
+      expect(await b.last('missing')).toBeNull();
       await b.open('short', 30);
       await b.end('short', entry(0, 'chat.done'), 30);
       await new Promise((r) => setTimeout(r, 60));

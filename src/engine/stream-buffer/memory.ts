@@ -61,6 +61,12 @@ export class MemoryStreamBuffer implements StreamBuffer {
     return { entries: stream.entries.filter((e) => e.seq > afterSeq), ended: stream.ended };
   }
 
+  async last(key: string): Promise<{ seq: number; ended: boolean } | null> {
+    const stream = this.live(key);
+    if (!stream) return null;
+    return { seq: stream.entries.at(-1)?.seq ?? stream.droppedThrough, ended: stream.ended };
+  }
+
   async subscribe(key: string, listener: StreamListener): Promise<() => void> {
     let stream = this.streams.get(key);
     if (!stream) {

@@ -35,6 +35,11 @@ export interface StreamBuffer {
   /** Appends the last entry and marks the stream ended; it is kept `ttlMs` more. */
   end(key: string, last: StreamEntry, ttlMs: number): Promise<void>;
   read(key: string, afterSeq: number): Promise<StreamRead | null>;
+  /**
+   * The seq of the last entry appended (-1 before any) and whether the stream ended, even
+   * when older entries were dropped; null when the stream is unknown or expired.
+   */
+  last(key: string): Promise<{ seq: number; ended: boolean } | null>;
   /** Listens to entries appended from now on; the function returned unsubscribes. */
   subscribe(key: string, listener: StreamListener): Promise<() => void>;
   /** Forgets a stream at once. */

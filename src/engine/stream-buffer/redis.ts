@@ -135,6 +135,18 @@ export class RedisStreamBuffer implements StreamBuffer {
     return { entries, ended: ended === '1' };
   }
 
+  async last(key: string): Promise<{ seq: number; ended: boolean } | null> {
+    await this.settled();
+    const [stream, meta] = this.keys(key);
+    const result = await this.options.redis.multi().hget(meta, 'ended').xrevrange(stream, '+', '-', 'COUNT', 1).exec();
+    if (!result) return null;
+    for (const [err] of result) if (err) throw err;
+    const ended = result[0]![1] as string | null;
+    if (ended === null) return null;
+    const newest = result[1]![1] as [string, string[]][];
+    return { seq: newest.length > 0 ? idSeq(newest[0]![0]) : -1, ended: ended === '1' };
+  }
+
   async subscribe(key: string, listener: StreamListener): Promise<() => void> {
     let set = this.listeners.get(key);
     if (!set) {
