@@ -29,6 +29,16 @@ async function collect(c: TestClient, id: string, timeoutMs = 10_000): Promise<{
   }
 }
 
+/** A new user whose connection started chat `id`, got its first event, then dropped: the chat runs on, unclaimed. */
+async function droppedMidChat(t: ChatTestApp, id: string): Promise<User> {
+  const user = await makeUser(t.app);
+  const c = await connect(t, user);
+  c.send({ type: 'chat', id, request: chatRequest() });
+  await c.next((f) => f.type === 'chat.event');
+  c.ws.terminate();
+  return user;
+}
+
 function expectSeqInOrder(events: Frame[], from = 0): void {
   expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => from + i));
 }
@@ -263,11 +273,7 @@ describe('WebSocket chats on the real pipeline', () => {
   it('aborts and settles a chat nobody reclaims within the resume window, then refuses its resume', async () => {
     const t = await startChatApp({ sim: { deltas: 200, deltaDelayMs: 20 }, env: { WS_RESUME_WINDOW_MS: '150ms' } });
     try {
-      const user = await makeUser(t.app);
-      const c = await connect(t, user);
-      c.send({ type: 'chat', id: 'orphan', request: chatRequest() });
-      await c.next((f) => f.type === 'chat.event');
-      c.ws.terminate();
+      const user = await droppedMidChat(t, 'orphan');
       const rows = await until(() => t.usageRows(user.id), (r) => r.length > 0);
       expect(rows).toMatchObject([{ outcome: 'cancelled' }]);
       await new Promise((r) => setTimeout(r, 300));
@@ -283,11 +289,7 @@ describe('WebSocket chats on the real pipeline', () => {
   it('keeps a chat that another instance still receives when a third instance releases its claim', async () => {
     const t = await startChatApp({ sim: { deltas: 60, deltaDelayMs: 20 }, env: { WS_RESUME_WINDOW_MS: '300ms' } });
     try {
-      const user = await makeUser(t.app);
-      const c = await connect(t, user);
-      c.send({ type: 'chat', id: 'moving', request: chatRequest() });
-      await c.next((f) => f.type === 'chat.event');
-      c.ws.terminate();
+      const user = await droppedMidChat(t, 'moving');
       // The client resumed on instance B, then (B's socket dying unnoticed) on C; B notices later.
       const { bus } = t.app.services.engine;
       const claim = { userId: user.id, chatId: 'moving' };
