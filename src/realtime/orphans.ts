@@ -4,8 +4,9 @@
  * heartbeat expires, exactly one survivor is told (the directory's sweep is one atomic
  * script) and settles that instance's chats here:
  *
- * - it takes the instance's registrations atomically (MULTI HGETALL + DEL), so no other
- *   survivor can settle them again;
+ * - it removes each registration once that chat is settled (or found settled), so a chat whose
+ *   settlement failed (the database unreachable) is kept and tried again, up to
+ *   SETTLE_ATTEMPTS times RETRY_MS apart;
  * - a chat whose stream already ended, or whose request id already has a usage record, was
  *   settled by its own instance before it died: skipped, never counted twice;
  * - otherwise one usage record, outcome `failed_midstream` (or `error` before any event),
@@ -24,6 +25,8 @@ import type { ChatRegistration, ChatRegistry } from './chats.js';
 
 /** How far before its registration a chat's usage record is still looked for. */
 const CLOCK_SLACK_MS = 60_000;
+/** Passes over a lost instance's chats at most, while some fail to settle. */
+const SETTLE_ATTEMPTS = 3;
 
 export interface OrphanDeps {
   redis: Redis;
@@ -36,6 +39,8 @@ export interface OrphanDeps {
   resumeWindowMs: number;
   log: FastifyBaseLogger;
   now?: () => number;
+  /** Wait before another pass over chats that failed to settle (5 s). */
+  retryMs?: number;
 }
 
 /** The Redis chat registry of one instance. */
@@ -70,23 +75,32 @@ export function tokensFromFrames(frames: Record<string, unknown>[]): Tokens {
   return t;
 }
 
-/** Settles the chats of instances that died; returns how many were settled here. */
-export async function settleOrphans(deps: OrphanDeps, deadInstances: string[]): Promise<number> {
+/**
+ * Settles the chats of instances that died; returns how many were settled in this pass.
+ * Chats that failed to settle are tried again later (`attempt` counts the passes).
+ */
+export async function settleOrphans(deps: OrphanDeps, deadInstances: string[], attempt = 1): Promise<number> {
   const now = deps.now ?? Date.now;
   let settled = 0;
   for (const dead of deadInstances) {
     const key = `${deps.prefix}${dead}`;
-    const taken = await deps.redis.multi().hgetall(key).del(key).exec();
-    const all = (taken?.[0]?.[1] ?? {}) as Record<string, string>;
-    for (const raw of Object.values(all)) {
+    const all = await deps.redis.hgetall(key);
+    let failed = 0;
+    for (const [chatKey, raw] of Object.entries(all)) {
       const chat = JSON.parse(raw) as ChatRegistration;
       try {
         if (await settleOne(deps, chat, now())) settled += 1;
+        await deps.redis.hdel(key, chatKey);
       } catch (err) {
-        deps.log.error({ err, chat_id: chat.chatId, instance: dead }, 'could not settle the chat of a lost instance');
+        failed += 1;
+        deps.log.error({ err, chat_id: chat.chatId, instance: dead, attempt }, 'could not settle the chat of a lost instance');
       }
     }
-    deps.log.warn({ instance: dead, chats: Object.keys(all).length }, 'instance lost: its chats were settled as failed');
+    if (failed > 0 && attempt < SETTLE_ATTEMPTS) {
+      // Kept in the registry: a later pass settles them (one already settled is found so and skipped).
+      setTimeout(() => void settleOrphans(deps, [dead], attempt + 1).catch((err: unknown) => deps.log.error({ err, instance: dead }, 'settling the chats of a lost instance failed')), deps.retryMs ?? 5_000).unref();
+    }
+    deps.log.warn({ instance: dead, chats: Object.keys(all).length, failed, attempt }, 'instance lost: its chats were settled as failed');
   }
   return settled;
 }

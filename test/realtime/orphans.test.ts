@@ -72,6 +72,22 @@ describeWithRedis('settleOrphans', ({ url, prefix }) => {
     expect(await settleOrphans(deps, [dead])).toBe(0);
   });
 
+  it('keeps a lost chat whose settlement failed (database unreachable) and settles it on a later pass', async () => {
+    const dead = uniqueName('ins');
+    let failures = 1;
+    const flaky = {
+      record: (r: Parameters<UsageLedger['record']>[0]) => (failures-- > 0 ? Promise.reject(new Error('database unreachable')) : usage.record(r)),
+    } as unknown as UsageLedger;
+    const deps = { redis, prefix, instanceId: uniqueName('ins'), buffer, usage: flaky, db: engine.database.db, resumeWindowMs: 60_000, log, retryMs: 50 };
+    const lost = chat('usr_flaky', uniqueName('req'));
+    await redisChatRegistry({ redis, prefix, instanceId: dead }).register(lost);
+    expect(await settleOrphans(deps, [dead])).toBe(0);
+    expect(Object.keys(await redis.hgetall(`${prefix}${dead}`))).toEqual([lost.key]);
+    for (let i = 0; i < 100 && (await rowsOf(lost.requestId)).length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(await rowsOf(lost.requestId)).toEqual([{ user_id: 'usr_flaky', outcome: 'error', error_type: 'instance_lost' }]);
+    expect(await redis.hgetall(`${prefix}${dead}`)).toEqual({});
+  });
+
   it('ends the stream of a lost chat longer than the buffer holds, so a client resuming it gets its last frame', async () => {
     const dead = uniqueName('ins');
     const small = new MemoryStreamBuffer({ maxEvents: 3 });
