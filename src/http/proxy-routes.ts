@@ -123,31 +123,32 @@ export const proxyRoutes: FastifyPluginAsync<ProxyRoutesOptions> = async (app, o
       .send(bytes);
   });
 
+  /** Upstream pages of the model list read at most for one answer whose pages hold no model this user may call. */
+  const MAX_MODEL_PAGES = 10;
   /** The model list, filtered to the models this user may call. */
   const models = async (request: FastifyRequest, reply: FastifyReply) => {
     const user = auth(request);
-    const outcome = await callUpstream({
-      ...upstream,
-      keys,
-      method: 'GET',
-      path: request.url,
-      headers: request.headers,
-      model: ANY_MODEL,
-      requestId: request.id,
-      signal: abortOnClose(request, reply),
-    });
-    outcome.release();
-    reply.code(outcome.status).headers(withExtra(outcome.headers, extraHeaders));
-    if (outcome.kind !== 'buffered') return reply.send(outcome.kind === 'passthrough' ? outcome.bytes : Buffer.alloc(0));
-    const json = outcome.json as { data?: Array<{ id?: unknown }>; id?: unknown };
-    if (Array.isArray(json.data)) {
+    const signal = abortOnClose(request, reply);
+    const url = new URL(request.url, 'http://gateway');
+    const backwards = url.searchParams.has('before_id');
+    for (let page = 1; ; page++) {
+      const outcome = await callUpstream({ ...upstream, keys, method: 'GET', path: url.pathname + url.search, headers: request.headers, model: ANY_MODEL, requestId: request.id, signal });
+      outcome.release();
+      reply.code(outcome.status).headers(withExtra(outcome.headers, extraHeaders));
+      if (outcome.kind !== 'buffered') return reply.send(outcome.kind === 'passthrough' ? outcome.bytes : Buffer.alloc(0));
+      const json = outcome.json as { data?: Array<{ id?: unknown }>; id?: unknown; has_more?: unknown; first_id?: unknown; last_id?: unknown };
+      if (!Array.isArray(json.data)) {
+        // GET /v1/models/:id: the model, unless this user may not call it.
+        if (typeof json.id === 'string') requireModel(user.permissions, json.id);
+        return reply.send(json);
+      }
       json.data = json.data.filter((m) => typeof m.id === 'string' && modelAllowed(user.permissions, m.id));
-      return reply.send(json);
+      // A page left empty would end an SDK's paging (it stops at an empty page, has_more or
+      // not): the next upstream page is fetched instead, a few at the most.
+      const cursor = backwards ? json.first_id : json.last_id;
+      if (json.data.length > 0 || json.has_more !== true || typeof cursor !== 'string' || page >= MAX_MODEL_PAGES) return reply.send(json);
+      url.searchParams.set(backwards ? 'before_id' : 'after_id', cursor);
     }
-    if (typeof json.id === 'string' && !modelAllowed(user.permissions, json.id)) {
-      requireModel(user.permissions, json.id);
-    }
-    return reply.send(json);
   };
   app.get('/v1/models', { preHandler: app.requireAuth }, models);
   app.get('/v1/models/:id', { preHandler: app.requireAuth }, models);

@@ -88,6 +88,15 @@ describe('the official SDK through the gateway', () => {
     }
   });
 
+  it("pages through the model list with the SDK to the end when a page holds none of the caller's models", async () => {
+    const { token } = await gw.app.services.personalTokens.create(gw.user.id, { name: 'haiku paging', models: ['claude-haiku-*', 'claude-3-5-haiku-*'] });
+    const client = new Anthropic({ apiKey: token, baseURL: gw.url, maxRetries: 0 });
+    const listed: string[] = [];
+    for await (const m of client.models.list({ limit: 1 })) listed.push(m.id);
+    // The first three models of the list are no haiku: without paging on, the SDK stopped at the first (empty) page.
+    expect(listed).toEqual(['claude-haiku-4-5-20251001', 'claude-3-5-haiku-20241022']);
+  });
+
   it('words a body it refuses as Anthropic (the simulator) words the same body', async () => {
     const post = (url: string, key: string, body: Record<string, unknown>) =>
       fetch(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' }, body: JSON.stringify(body) });
