@@ -17,11 +17,28 @@ export const defaultModels: SimulatedModel[] = [
   { id: 'claude-3-5-haiku-20241022', display_name: 'Claude Haiku 3.5', created_at: '2024-10-22T00:00:00Z', aliases: ['claude-3-5-haiku-latest'] },
 ];
 
+/**
+ * A model as `/v1/models` describes it: every field the API always sends, the ones the
+ * simulator has no real figure for (capabilities, token limits) as null, which the API allows.
+ */
 export interface ModelInfo {
   type: 'model';
   id: string;
   display_name: string;
   created_at: string;
+  capabilities: null;
+  deprecated_at: null;
+  lifecycle: 'active';
+  line: 'opus' | 'sonnet' | 'haiku' | null;
+  max_input_tokens: null;
+  max_tokens: null;
+  retires_at: null;
+}
+
+/** The model line its display name names (`Claude Opus 4.5` → `opus`). */
+function lineOf(displayName: string): ModelInfo['line'] {
+  const word = /\b(Opus|Sonnet|Haiku)\b/.exec(displayName)?.[1];
+  return word ? (word.toLowerCase() as ModelInfo['line']) : null;
 }
 
 export interface ModelPage {
@@ -37,7 +54,19 @@ export class ModelCatalogue {
   private readonly byId = new Map<string, ModelInfo>();
 
   constructor(models: SimulatedModel[]) {
-    this.list = models.map((m) => ({ type: 'model', id: m.id, display_name: m.display_name, created_at: m.created_at ?? '1970-01-01T00:00:00Z' }));
+    this.list = models.map((m) => ({
+      type: 'model',
+      id: m.id,
+      display_name: m.display_name,
+      created_at: m.created_at ?? '1970-01-01T00:00:00Z',
+      capabilities: null,
+      deprecated_at: null,
+      lifecycle: 'active',
+      line: lineOf(m.display_name),
+      max_input_tokens: null,
+      max_tokens: null,
+      retires_at: null,
+    }));
     models.forEach((m, i) => {
       const info = this.list[i]!;
       this.byId.set(m.id, info);

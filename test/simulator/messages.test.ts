@@ -167,7 +167,10 @@ describe('simulator: messages', () => {
     const before = await client.models.list({ limit: 1, before_id: all[2]! });
     expect(before.data.map((m) => m.id)).toEqual([all[1]]);
     const one = await client.models.retrieve('claude-sonnet-4-5');
-    expect(one).toMatchObject({ type: 'model', display_name: 'Claude Sonnet 4.5' });
+    expect(one).toMatchObject({ type: 'model', display_name: 'Claude Sonnet 4.5', line: 'sonnet', lifecycle: 'active' });
     expect(one.id).toMatch(/^claude-sonnet-4-5-\d{8}$/);
+    // Every field the SDK's ModelInfo declares as always present (possibly null).
+    const declared: (keyof Anthropic.ModelInfo)[] = ['id', 'capabilities', 'created_at', 'deprecated_at', 'display_name', 'lifecycle', 'line', 'max_input_tokens', 'max_tokens', 'retires_at', 'type'];
+    expect(Object.keys(one).sort()).toEqual([...declared].sort());
   });
 });
