@@ -138,6 +138,15 @@ export function describeRateLimitStoreContract(name: string, factory: RateLimitS
       expect((await store.check([rule(k, 10, 0)], { now: T0 + 1000 + MINUTE })).rules[0]!.remaining).toBe(10);
     });
 
+    it('an entry stamped ahead and reconciled to nothing no longer sets the reset', async () => {
+      const k = key('ahead0');
+      await store.check([rule(k, 10, 1)], { now: T0 });
+      const leased = await store.check([rule(k, 10, 4)], { now: T0 + 10, aheadMs: 1000 });
+      await store.reconcile(leased.reservation!, [{ key: k, windowMs: MINUTE, cost: 0 }], { now: T0 + 20 });
+      const after = await store.check([rule(k, 10, 1)], { now: T0 + 30 });
+      expect(after.rules[0]).toMatchObject({ remaining: 8, resetAtMs: T0 + 30 + MINUTE });
+    });
+
     it('admits exactly `limit` of 50 concurrent checks', async () => {
       const k = key('race');
       const stores = factory.peers ? await factory.peers(3) : [store];

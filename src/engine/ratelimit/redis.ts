@@ -121,6 +121,9 @@ for i = 1, #KEYS / 2 do
     if cost == 0 then
       redis.call('ZREM', log, id)
       redis.call('HDEL', costs, id)
+      -- The latest stamp may have been this entry's: it is the newest one left now (0 when none).
+      local newest = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+      redis.call('HSET', costs, '>', #newest == 2 and newest[2] or 0)
     else
       redis.call('HSET', costs, id, cost)
     end
