@@ -167,6 +167,8 @@ export async function callUpstream(options: CallUpstreamOptions): Promise<Upstre
     let round = 0;
     for (;;) {
       signal?.throwIfAborted();
+      // A whole answer's attempt may have run past the deadline: no other starts after it.
+      if (attempts.length > 0 && clock.now() >= deadline) throw exhausted(options, failures);
       const lease = keys.pick(model ?? ANY_MODEL, excluded ?? NO_KEYS, isHealthy);
       if (!lease) {
         if (retriesLeft === 0) break;

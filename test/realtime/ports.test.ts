@@ -285,10 +285,12 @@ describeWithRedis('realtime ports', ({ url, prefix }) => {
     await new Promise((r) => setTimeout(r, 120));
     expect(await other.heartbeat()).toEqual(['lapsing']);
     expect(await other.countByUser('u1')).toBe(0);
+    // A connection added before its next heartbeat (which renews its alive key) hides nothing.
+    expect(await lapsing.addWithinCap(meta('c3', 'u1', { instanceId: 'lapsing' }), 5)).toBe(true);
     expect(await lapsing.heartbeat()).toEqual([]);
-    expect(await other.countByUser('u1')).toBe(1);
+    expect(await other.countByUser('u1')).toBe(2);
     expect((await other.get('c1'))?.instanceId).toBe('lapsing');
-    expect(await other.addWithinCap(meta('c2', 'u1', { instanceId: 'other' }), 1)).toBe(false);
+    expect(await other.addWithinCap(meta('c2', 'u1', { instanceId: 'other' }), 2)).toBe(false);
     await lapsing.close();
     await other.close();
   });

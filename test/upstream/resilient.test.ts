@@ -231,6 +231,14 @@ describe('callUpstream against the simulator', () => {
     expect(slow.json).toMatchObject({ type: 'message' });
     const err = await rejection(callUpstream(callOptions({ client, keys, deadlineMs: 200, wholeAnswerMs: 300, fault: { latencyMs: 5000 } })));
     expect(err).toMatchObject({ code: 'upstream_timeout', status: 504, reason: 'upstream_deadline', message: 'Anthropic did not answer within 300 ms.' });
+    // A whole answer's attempt that failed past the deadline: no other key is tried (and blamed) after it.
+    const clock = new FakeClock();
+    const circuits = circuitsFor(clock, 1);
+    const late = callOptions({ client, clock, circuits, maxRetries: 0, keys: new ListKeys([A, B]), deadlineMs: 200, wholeAnswerMs: 5000, fault: { status: 529 } });
+    late.onAttempt = () => void (clock.t += 400); // each attempt takes 400 ms on the call's clock
+    const exhausted = await rejection(callUpstream(late));
+    expect(exhausted).toMatchObject({ code: 'overloaded', reason: 'upstream_exhausted' });
+    expect(circuits.state(B.id)).toBe('closed');
   });
 
 });

@@ -115,15 +115,14 @@ end
 return n
 `;
 /**
- * ARGV: prefix, owner, ttl, then id/json pairs to refresh → '1' when this instance was still
- * alive ('0': it lapsed, its entries may have been swept), then the owners swept (dead).
+ * ARGV: prefix, owner, ttl, then id/json pairs to refresh → how many connections Redis lists
+ * for this instance (fewer than it holds: it lapsed and was swept), then the owners swept (dead).
  */
 const HEARTBEAT = `${LIB}
-local was = redis.call('EXISTS', P .. 'alive:' .. ARGV[2]) == 1 and '1' or '0'
 redis.call('SET', P .. 'alive:' .. ARGV[2], '1', 'PX', ARGV[3])
 redis.call('SADD', P .. 'owners', ARGV[2])
 for i = 4, #ARGV, 2 do redis.call('SET', P .. 'c:' .. ARGV[i], ARGV[i + 1], 'XX') end
-local swept = { was }
+local swept = { tostring(redis.call('SCARD', P .. 'o:' .. ARGV[2])) }
 for _, owner in ipairs(redis.call('SMEMBERS', P .. 'owners')) do
   if not isAlive(owner) then
     for _, id in ipairs(redis.call('SMEMBERS', P .. 'o:' .. owner)) do drop(id) end
@@ -250,9 +249,9 @@ export class RedisConnectionDirectory implements ConnectionDirectory {
       mine.written = now;
       changed.push(id, now);
     }
-    const [wasAlive, ...swept] = (await this.redis.cdHeartbeat(this.options.prefix, this.options.owner, this.ttlMs, ...changed)) as string[];
-    // Lapsed: another instance may have swept this one's entries; write them all again.
-    if (wasAlive === '0') await this.restore();
+    const [listed, ...swept] = (await this.redis.cdHeartbeat(this.options.prefix, this.options.owner, this.ttlMs, ...changed)) as string[];
+    // Fewer listed than held: this instance lapsed and was swept; write its entries again.
+    if (Number(listed) < this.own.size) await this.restore();
     if (swept.length > 0) this.options.onOwnerExpired?.(swept);
     return swept;
   }
