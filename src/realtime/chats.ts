@@ -74,6 +74,11 @@ export interface ChatManagerOptions {
   registry?: ChatRegistry;
   /** This instance's id, sent with the claims it makes on other instances' chats. */
   instanceId: string;
+  /**
+   * Asked once a chat is known here (so `chat.cancel` finds it) and before it starts: false
+   * refuses it (the callee tells the client). The credential check (auth-check.ts).
+   */
+  admit?: (conn: Connection, chatId: string) => Promise<boolean>;
   /** False while the shared state store (Redis) is unreachable: new chats are refused at once. */
   available?: () => boolean;
 }
@@ -175,6 +180,9 @@ export class ChatManager {
     let resolveFinished!: () => void;
     chat.finished = new Promise((resolve) => (resolveFinished = resolve));
     try {
+      // Refused, or the socket closed meanwhile (its chats were detached): nothing starts.
+      if (this.options.admit && !(await this.options.admit(conn, chatId))) return;
+      if (conn.closeCause !== null) return;
       await buffer.open(key, resumeWindowMs);
       await this.attach(conn, chatId, -1);
       const last = await this.pump(chat, conn, request);

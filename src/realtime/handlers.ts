@@ -1,7 +1,6 @@
 /** The router's entries: one per client frame type (see protocol.ts and docs/protocol.md). */
 import type { Authenticate } from '../auth/authenticate.js';
 import { toGatewayError } from '../errors/index.js';
-import { recheckConnection } from './auth-check.js';
 import type { ChatManager } from './chats.js';
 import type { Connection } from './connection.js';
 import { clientFrames } from './protocol.js';
@@ -34,15 +33,9 @@ async function refresh(deps: HandlerDeps, conn: Connection, token: string): Prom
   }
 }
 
-/** `chat`: runs once the connection's credential has been checked again (auth-check.ts). */
-async function chat(deps: HandlerDeps, conn: Connection, id: string, request: Record<string, unknown>): Promise<void> {
-  if (await recheckConnection(deps.authenticate, conn, id)) return;
-  await deps.chats.run(conn, id, request);
-}
-
 export function createRouter(deps: HandlerDeps): Router {
   return new Router(deps.log)
-    .add('chat', { schema: clientFrames.chat, handle: (conn, f) => chat(deps, conn, f.id, f.request) })
+    .add('chat', { schema: clientFrames.chat, handle: (conn, f) => deps.chats.run(conn, f.id, f.request) })
     .add('chat.cancel', { schema: clientFrames['chat.cancel'], handle: (conn, f) => deps.chats.cancel(conn, f.id) })
     .add('chat.resume', { schema: clientFrames['chat.resume'], handle: (conn, f) => deps.chats.resume(conn, f.id, f.after_seq) })
     .add('auth.refresh', { schema: clientFrames['auth.refresh'], handle: (conn, f) => refresh(deps, conn, f.token) })

@@ -24,7 +24,7 @@ import { Connection } from './connection.js';
 import { createFanout } from './fanout.js';
 import type { Fanout } from './fanout.js';
 import { createRouter } from './handlers.js';
-import { startAuthSweep } from './auth-check.js';
+import { recheckConnection, startAuthSweep } from './auth-check.js';
 import { startHeartbeat } from './heartbeat.js';
 import { redisChatRegistry, settleOrphans } from './orphans.js';
 import { createRealtimeMetrics } from './metrics.js';
@@ -83,6 +83,8 @@ export async function realtimePlugin(app: FastifyInstance, options: RealtimeOpti
     available: () => engine.redis === undefined || engine.redis.status === 'ready',
     registry: engine.redis ? redisChatRegistry({ redis: engine.redis, prefix: `${config.redisKeyPrefix}chats:`, instanceId }) : undefined,
     instanceId,
+    // Each chat checks the connection's credential again before it starts (auth-check.ts).
+    admit: async (conn, chatId) => (await recheckConnection(authenticate, conn, chatId)) === undefined,
   });
   await chats.start();
   const offExpired = engine.onInstanceExpired((dead) => {

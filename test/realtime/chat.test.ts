@@ -156,6 +156,29 @@ describe('WebSocket chats on the real pipeline', () => {
       c.close();
     });
 
+    it('cancels a chat whose credential is still being checked (the cancel finds it; nothing reaches upstream)', async () => {
+      const user = await makeUser(t.app);
+      const c = await connect(t, user);
+      const { authenticate } = t.app.services;
+      const recheck = authenticate.recheck;
+      authenticate.recheck = async (auth) => {
+        await new Promise((r) => setTimeout(r, 150));
+        return recheck(auth);
+      };
+      try {
+        const servedBefore = served(t).length;
+        c.send({ type: 'chat', id: 'checking', request: chatRequest() });
+        c.send({ type: 'chat.cancel', id: 'checking' });
+        const { events, end } = await collect(c, 'checking');
+        expect(events).toEqual([]);
+        expect(end).toMatchObject({ type: 'chat.done', outcome: 'cancelled' });
+        expect(served(t).length).toBe(servedBefore);
+      } finally {
+        authenticate.recheck = recheck;
+      }
+      c.close();
+    });
+
     it('cancels a chat from another connection of the same user; usage is settled as cancelled', async () => {
       const user = await makeUser(t.app);
       const c = await connect(t, user);
