@@ -77,30 +77,36 @@ export function tokensFromFrames(frames: Record<string, unknown>[]): Tokens {
 
 /**
  * Settles the chats of instances that died; returns how many were settled in this pass.
- * Chats that failed to settle are tried again later (`attempt` counts the passes).
+ * Chats that failed to settle are tried again later: those chats only (`only`; an instance
+ * swept while alive may register new chats meanwhile), `attempt` counting the passes.
  */
-export async function settleOrphans(deps: OrphanDeps, deadInstances: string[], attempt = 1): Promise<number> {
+export async function settleOrphans(deps: OrphanDeps, deadInstances: string[], attempt = 1, only?: Set<string>): Promise<number> {
   const now = deps.now ?? Date.now;
   let settled = 0;
   for (const dead of deadInstances) {
     const key = `${deps.prefix}${dead}`;
     const all = await deps.redis.hgetall(key);
-    let failed = 0;
+    const failed = new Set<string>();
     for (const [chatKey, raw] of Object.entries(all)) {
+      if (only && !only.has(chatKey)) continue;
       const chat = JSON.parse(raw) as ChatRegistration;
       try {
         if (await settleOne(deps, chat, now())) settled += 1;
         await deps.redis.hdel(key, chatKey);
       } catch (err) {
-        failed += 1;
+        failed.add(chatKey);
         deps.log.error({ err, chat_id: chat.chatId, instance: dead, attempt }, 'could not settle the chat of a lost instance');
       }
     }
-    if (failed > 0 && attempt < SETTLE_ATTEMPTS) {
+    if (failed.size > 0 && attempt < SETTLE_ATTEMPTS) {
       // Kept in the registry: a later pass settles them (one already settled is found so and skipped).
-      setTimeout(() => void settleOrphans(deps, [dead], attempt + 1).catch((err: unknown) => deps.log.error({ err, instance: dead }, 'settling the chats of a lost instance failed')), deps.retryMs ?? 5_000).unref();
+      const retry = () => {
+        if (deps.redis.status === 'end') return; // shut down meanwhile
+        void settleOrphans(deps, [dead], attempt + 1, failed).catch((err: unknown) => deps.log.error({ err, instance: dead }, 'settling the chats of a lost instance failed'));
+      };
+      setTimeout(retry, deps.retryMs ?? 5_000).unref();
     }
-    deps.log.warn({ instance: dead, chats: Object.keys(all).length, failed, attempt }, 'instance lost: its chats were settled as failed');
+    deps.log.warn({ instance: dead, chats: only ? only.size : Object.keys(all).length, failed: failed.size, attempt }, 'instance lost: its chats were settled as failed');
   }
   return settled;
 }
@@ -122,7 +128,12 @@ async function settleOne(deps: OrphanDeps, chat: ChatRegistration, at: number): 
     .where('created_at', '>=', chat.startedAt - CLOCK_SLACK_MS)
     .where('request_id', '=', chat.requestId)
     .executeTakeFirst();
-  if (existing) return false;
+  if (existing) {
+    // Recorded (by its instance before it died, or by an earlier pass whose end failed): a
+    // stream not ended yet still gets its last frame.
+    if (newest) await endLost(deps, chat, newest.seq);
+    return false;
+  }
   const frames = (stream?.entries ?? []).map((e) => e.frame);
   const events = newest ? newest.seq + 1 : 0;
   await deps.usage.record({
@@ -143,15 +154,12 @@ async function settleOne(deps: OrphanDeps, chat: ChatRegistration, at: number): 
     fallback: null,
     createdAt: at,
   });
-  if (newest) {
-    await deps.buffer.end(
-      chat.key,
-      {
-        seq: newest.seq + 1,
-        frame: { type: 'chat.error', id: chat.chatId, error: { type: 'api_error', message: 'The server running this chat stopped; the chat failed. Start it again.' } },
-      },
-      deps.resumeWindowMs,
-    );
-  }
+  if (newest) await endLost(deps, chat, newest.seq);
   return true;
+}
+
+/** Ends a lost chat's stream after `lastSeq` with a `chat.error`, so clients resuming anywhere get a last frame. */
+function endLost(deps: OrphanDeps, chat: ChatRegistration, lastSeq: number): Promise<void> {
+  const frame = { type: 'chat.error', id: chat.chatId, error: { type: 'api_error', message: 'The server running this chat stopped; the chat failed. Start it again.' } };
+  return deps.buffer.end(chat.key, { seq: lastSeq + 1, frame }, deps.resumeWindowMs);
 }

@@ -83,9 +83,26 @@ describeWithRedis('settleOrphans', ({ url, prefix }) => {
     await redisChatRegistry({ redis, prefix, instanceId: dead }).register(lost);
     expect(await settleOrphans(deps, [dead])).toBe(0);
     expect(Object.keys(await redis.hgetall(`${prefix}${dead}`))).toEqual([lost.key]);
+    // Registered after the first pass (the instance was only lapsed and runs on): not the retry's business.
+    const fresh = chat('usr_fresh', uniqueName('req'));
+    await redisChatRegistry({ redis, prefix, instanceId: dead }).register(fresh);
     for (let i = 0; i < 100 && (await rowsOf(lost.requestId)).length === 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(await rowsOf(lost.requestId)).toEqual([{ user_id: 'usr_flaky', outcome: 'error', error_type: 'instance_lost' }]);
-    expect(await redis.hgetall(`${prefix}${dead}`)).toEqual({});
+    expect(Object.keys(await redis.hgetall(`${prefix}${dead}`))).toEqual([fresh.key]);
+    expect(await rowsOf(fresh.requestId)).toEqual([]);
+  });
+
+  it('ends the stream of a lost chat already recorded but not ended (its instance died in between)', async () => {
+    const dead = uniqueName('ins');
+    const deps = { redis, prefix, instanceId: uniqueName('ins'), buffer, usage, db: engine.database.db, resumeWindowMs: 60_000, log };
+    const half = chat('usr_half', uniqueName('req'));
+    await redisChatRegistry({ redis, prefix, instanceId: dead }).register(half);
+    await buffer.open(half.key, 60_000);
+    await buffer.append(half.key, { seq: 0, frame: { type: 'chat.event', id: 'c1', seq: 0, event: { type: 'message_start' } } });
+    await usage.record(record('usr_half', half.requestId));
+    expect(await settleOrphans(deps, [dead])).toBe(0);
+    expect(await rowsOf(half.requestId)).toEqual([{ user_id: 'usr_half', outcome: 'complete', error_type: null }]);
+    expect(await buffer.read(half.key, 0)).toMatchObject({ ended: true, entries: [{ seq: 1, frame: { type: 'chat.error' } }] });
   });
 
   it('ends the stream of a lost chat longer than the buffer holds, so a client resuming it gets its last frame', async () => {
