@@ -74,6 +74,8 @@ interface Listeners {
 type Frame = { type: string; [key: string]: unknown };
 type Timer = ReturnType<typeof setTimeout>;
 type TimerName = 'retry' | 'refresh' | 'heartbeat';
+/** The longest delay a timer takes (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const CHAT_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 export class PortcullisClient {
@@ -354,12 +356,20 @@ export class PortcullisClient {
 
   private setExpiry(expiresAt: number | null): void {
     this.expiresAt = expiresAt;
-    this.clearTimer('refresh');
     for (const l of this.listeners.auth) l(expiresAt);
+    this.armRefresh();
+  }
+
+  /** Refreshes the credential a little before it expires. */
+  private armRefresh(): void {
+    this.clearTimer('refresh');
+    const expiresAt = this.expiresAt;
     if (expiresAt === null || !this.credentials.canRefresh) return;
     const remaining = expiresAt - Date.now();
     const lead = this.options.refreshLeadMs ?? Math.min(60_000, remaining / 2);
-    this.timers.refresh = setTimeout(() => void this.refreshAndSend(), Math.max(0, remaining - lead));
+    const delay = Math.max(0, remaining - lead);
+    // A longer timer fires at once (Node and browsers alike): a far expiry, a personal token's, is armed in steps.
+    this.timers.refresh = delay > MAX_TIMER_MS ? setTimeout(() => this.armRefresh(), MAX_TIMER_MS) : setTimeout(() => void this.refreshAndSend(), delay);
   }
 
   private async refreshCredential(): Promise<string | null> {

@@ -115,7 +115,8 @@ function createRealtimePorts(options: RealtimePortsOptions): { bus: Bus; directo
   const { redis, config, warn } = options;
   const onHandlerError = (err: unknown, topic: string) => warn(`bus handler for ${topic} failed`, err as Error);
   if (!redis) {
-    return { bus: new MemoryBus(onHandlerError), directory: new MemoryConnectionDirectory(), streamBuffer: new MemoryStreamBuffer({ maxEvents: 10_000 }) };
+    const streamBuffer = new MemoryStreamBuffer({ maxEvents: 10_000, onError: (err) => warn('a stream listener failed', err as Error) });
+    return { bus: new MemoryBus(onHandlerError), directory: new MemoryConnectionDirectory(), streamBuffer };
   }
   const prefix = config.redisKeyPrefix;
   const bus = new RedisBus({ redis, prefix: `${prefix}bus:`, onHandlerError });

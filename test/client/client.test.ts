@@ -6,10 +6,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { AuthExpiredError, PortcullisClient, ProtocolError, RateLimitedError, PermissionDeniedError, InvalidRequestError, OverloadedError } from '../../src/client/index.js';
-import type { ConnectionState, StreamEvent } from '../../src/client/index.js';
+import type { ConnectionState, StreamEvent, WebSocketConstructor } from '../../src/client/index.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
 import type { Gateway } from './helpers.js';
-import { clientFor, expectedEcho, slowRequest, startGateway, until } from './helpers.js';
+import { clientFor, expectedEcho, makeUser, slowRequest, startGateway, until } from './helpers.js';
 
 describe('portcullis/client', () => {
   let gw: Gateway;
@@ -151,6 +151,28 @@ describe('portcullis/client', () => {
     } finally {
       await local.close();
     }
+  });
+
+  it('does not refresh a personal token that expires in 30 days (a timer that long would fire at once)', async () => {
+    const user = await makeUser(gw.app);
+    const expiresAt = Date.now() + 30 * 86_400_000;
+    const { token } = await gw.app.services.personalTokens.create(user.id, { name: 'far', expiresAt });
+    let refreshes = 0;
+    const client = new PortcullisClient({
+      url: gw.url,
+      token,
+      WebSocket: WebSocket as unknown as WebSocketConstructor,
+      connectivity: null,
+      refresh: async () => {
+        refreshes += 1;
+        return { token, expiresAt };
+      },
+    });
+    await client.connect();
+    expect(client.welcome!.expires_at).toBe(expiresAt);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(refreshes).toBe(0);
+    client.close();
   });
 
   it('does not reconnect after 1008: the state is closed and unfinished chats fail', async () => {

@@ -116,6 +116,24 @@ export function describeStreamBufferContract(name: string, factory: (maxEvents: 
       await b.close();
     });
 
+    it('a listener that throws neither fails the write nor stops the other listeners', async () => {
+      const b = factory(100);
+      await b.open('k', 60_000);
+      const seen: number[] = [];
+      const offs = [
+        await b.subscribe('k', () => {
+          throw new Error('listener failed');
+        }),
+        await b.subscribe('k', (e) => seen.push(e.seq)),
+      ];
+      await b.append('k', entry(0));
+      await b.end('k', entry(1, 'chat.done'), 60_000);
+      for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(seen).toEqual([0, 1]);
+      for (const off of offs) off();
+      await b.close();
+    });
+
     it('is all or nothing once older entries were dropped, and expires after its ttl', async () => {
       const b = factory(3);
       await b.open('k', 60_000);

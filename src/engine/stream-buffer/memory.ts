@@ -16,6 +16,8 @@ export interface MemoryStreamBufferOptions {
   now?: () => number;
   /** How often expired streams are swept. Default 5 s. */
   sweepIntervalMs?: number;
+  /** A listener that threw (it is skipped; the others and the write go on), as in the Redis buffer. */
+  onError?: (err: unknown) => void;
 }
 
 /** The in-process ring buffer: one array per stream, swept for expiry on a timer. */
@@ -24,10 +26,12 @@ export class MemoryStreamBuffer implements StreamBuffer {
   private readonly maxEvents: number;
   private readonly now: () => number;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly onError: (err: unknown) => void;
 
   constructor(options: MemoryStreamBufferOptions = {}) {
     this.maxEvents = options.maxEvents ?? 10_000;
     this.now = options.now ?? Date.now;
+    this.onError = options.onError ?? (() => {});
     this.sweeper = setInterval(() => this.sweep(), options.sweepIntervalMs ?? 5_000);
     this.sweeper.unref();
   }
@@ -42,7 +46,17 @@ export class MemoryStreamBuffer implements StreamBuffer {
     if (!stream || stream.ended) return;
     this.push(stream, entry);
     stream.expiresAt = this.now() + stream.ttlMs;
-    for (const listener of [...stream.listeners]) listener(entry, false);
+    this.notify(stream, entry, false);
+  }
+
+  private notify(stream: Stream, entry: StreamEntry, ended: boolean): void {
+    for (const listener of [...stream.listeners]) {
+      try {
+        listener(entry, ended);
+      } catch (err) {
+        this.onError(err);
+      }
+    }
   }
 
   async end(key: string, last: StreamEntry, ttlMs: number): Promise<void> {
@@ -51,7 +65,7 @@ export class MemoryStreamBuffer implements StreamBuffer {
     this.push(stream, last);
     stream.ended = true;
     stream.expiresAt = this.now() + ttlMs;
-    for (const listener of [...stream.listeners]) listener(last, true);
+    this.notify(stream, last, true);
   }
 
   async read(key: string, afterSeq: number): Promise<StreamRead | null> {
