@@ -73,14 +73,15 @@ export function parseCountTokensBody(raw: Buffer): CountTokensBody {
   return validate(countTokensBody, raw);
 }
 
-/** What one base64 image or document block counts for admission: an image as Anthropic resizes it costs at most about 1,600 tokens. */
+/** What one base64 image block counts for admission: an image as Anthropic resizes it costs at most about 1,600 tokens. */
 export const MEDIA_BLOCK_TOKENS = 1_600;
 
 /**
  * A rough input-token estimate for admission (about 4 bytes a token), reconciled later with
- * real usage. Base64 media (image and document blocks, in tool results too) do not count by
- * their bytes, which say little about their tokens (a 1 MB photo costs at most about 1,600
- * tokens, not the 330,000 its base64 would make): each counts MEDIA_BLOCK_TOKENS instead.
+ * real usage. Base64 images (in tool results too) do not count by their bytes, which say
+ * little about their tokens (a 1 MB photo costs at most about 1,600 tokens, not the 330,000
+ * its base64 would make): each counts MEDIA_BLOCK_TOKENS instead. Documents (PDFs, 1,500 to
+ * 3,000 tokens a page) still count by their bytes: no cap can be told from them.
  */
 export function estimateInputTokens(raw: Buffer, body?: MessagesBody): number {
   let bytes = raw.length;
@@ -96,13 +97,13 @@ export function estimateInputTokens(raw: Buffer, body?: MessagesBody): number {
   return Math.ceil(Math.max(0, bytes) / 4) + blocks * MEDIA_BLOCK_TOKENS;
 }
 
-/** The base64 media blocks of a message's content (and of the tool results in it): how many, and their data's length. */
+/** The base64 image blocks of a message's content (and of the tool results in it): how many, and their data's length. */
 function mediaIn(content: unknown, found = { bytes: 0, blocks: 0 }, depth = 0): { bytes: number; blocks: number } {
   if (!Array.isArray(content) || depth > 1) return found;
   for (const block of content as unknown[]) {
     if (typeof block !== 'object' || block === null) continue;
     const source = (block as { source?: { type?: unknown; data?: unknown } }).source;
-    if (source?.type === 'base64' && typeof source.data === 'string') {
+    if ((block as { type?: unknown }).type === 'image' && source?.type === 'base64' && typeof source.data === 'string') {
       found.bytes += source.data.length;
       found.blocks += 1;
     } else {

@@ -139,6 +139,11 @@ describe('rate limits over HTTP', () => {
     const estimate = Math.ceil((Buffer.byteLength(body) - data.length) / 4) + MEDIA_BLOCK_TOKENS;
     expect(estimate).toBeLessThan(2_000);
     expect(Number(res.headers.get('anthropic-ratelimit-tokens-remaining'))).toBe(10_000 - estimate - 100);
+    // A document (a PDF: 1,500 to 3,000 tokens a page) still counts by its bytes, in a tool result or not.
+    const pdf = { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data } };
+    const withPdf = messagesBody(100, { messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't1', content: [pdf, image] }] }] });
+    const parsed = JSON.parse(withPdf) as Parameters<typeof estimateInputTokens>[1];
+    expect(estimateInputTokens(Buffer.from(withPdf), parsed)).toBe(Math.ceil((Buffer.byteLength(withPdf) - data.length) / 4) + MEDIA_BLOCK_TOKENS);
   });
 
   it('limits sign-in requests per IP: the 4th /auth/login in a minute gets a 429 in Anthropic shape', async () => {
