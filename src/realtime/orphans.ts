@@ -27,6 +27,8 @@ import type { ChatRegistration, ChatRegistry } from './chats.js';
 const CLOCK_SLACK_MS = 60_000;
 /** Passes over a lost instance's chats at most, while some fail to settle. */
 const SETTLE_ATTEMPTS = 3;
+/** Wait before another pass over the chats that failed to settle (OrphanDeps.retryMs overrides it). */
+const RETRY_MS = 5_000;
 
 export interface OrphanDeps {
   redis: Redis;
@@ -39,7 +41,7 @@ export interface OrphanDeps {
   resumeWindowMs: number;
   log: FastifyBaseLogger;
   now?: () => number;
-  /** Wait before another pass over chats that failed to settle (5 s). */
+  /** Wait before another pass over chats that failed to settle (RETRY_MS). */
   retryMs?: number;
 }
 
@@ -104,7 +106,7 @@ export async function settleOrphans(deps: OrphanDeps, deadInstances: string[], a
         if (deps.redis.status === 'end') return; // shut down meanwhile
         void settleOrphans(deps, [dead], attempt + 1, failed).catch((err: unknown) => deps.log.error({ err, instance: dead }, 'settling the chats of a lost instance failed'));
       };
-      setTimeout(retry, deps.retryMs ?? 5_000).unref();
+      setTimeout(retry, deps.retryMs ?? RETRY_MS).unref();
     }
     deps.log.warn({ instance: dead, chats: only ? only.size : Object.keys(all).length, failed: failed.size, attempt }, 'instance lost: its chats were settled as failed');
   }

@@ -1,3 +1,4 @@
+import { notifyListeners } from './port.js';
 import type { StreamBuffer, StreamEntry, StreamListener, StreamRead } from './port.js';
 
 interface Stream {
@@ -46,17 +47,7 @@ export class MemoryStreamBuffer implements StreamBuffer {
     if (!stream || stream.ended) return;
     this.push(stream, entry);
     stream.expiresAt = this.now() + stream.ttlMs;
-    this.notify(stream, entry, false);
-  }
-
-  private notify(stream: Stream, entry: StreamEntry, ended: boolean): void {
-    for (const listener of [...stream.listeners]) {
-      try {
-        listener(entry, ended);
-      } catch (err) {
-        this.onError(err);
-      }
-    }
+    notifyListeners(stream.listeners, entry, false, this.onError);
   }
 
   async end(key: string, last: StreamEntry, ttlMs: number): Promise<void> {
@@ -65,7 +56,7 @@ export class MemoryStreamBuffer implements StreamBuffer {
     this.push(stream, last);
     stream.ended = true;
     stream.expiresAt = this.now() + ttlMs;
-    this.notify(stream, last, true);
+    notifyListeners(stream.listeners, last, true, this.onError);
   }
 
   async read(key: string, afterSeq: number): Promise<StreamRead | null> {

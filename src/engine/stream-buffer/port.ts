@@ -28,6 +28,17 @@ export interface StreamRead {
 
 export type StreamListener = (entry: StreamEntry, ended: boolean) => void;
 
+/** Calls each listener with an entry; one that throws is reported to `onError` and stops neither the others nor the write that called them. */
+export function notifyListeners(listeners: Iterable<StreamListener>, entry: StreamEntry, ended: boolean, onError: (err: unknown) => void): void {
+  for (const listener of [...listeners]) {
+    try {
+      listener(entry, ended);
+    } catch (err) {
+      onError(err);
+    }
+  }
+}
+
 export interface StreamBuffer {
   /** Starts (or restarts, dropping old entries) a stream. */
   open(key: string, ttlMs: number): Promise<void>;

@@ -18,6 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { RedisBus } from '../bus/redis.js';
+import { notifyListeners } from './port.js';
 import type { StreamBuffer, StreamEntry, StreamListener, StreamRead } from './port.js';
 
 export interface RedisStreamBufferOptions {
@@ -66,6 +67,12 @@ interface TailMessage {
   ended: boolean;
 }
 
+/** A stream tailed from another instance: the last seq passed on, and the messages held while a gap is read back. */
+interface TailState {
+  last: number | undefined;
+  held: TailMessage[] | null;
+}
+
 export class RedisStreamBuffer implements StreamBuffer {
   private readonly origin = randomBytes(8).toString('hex');
   private readonly maxEvents: number;
@@ -78,12 +85,14 @@ export class RedisStreamBuffer implements StreamBuffer {
    * messages held while a gap is filled from the stream (pub/sub delivers at most once: a
    * subscriber connection that dropped and came back missed what was published meanwhile).
    */
-  private readonly tails = new Map<string, { last: number | undefined; held: TailMessage[] | null }>();
+  private readonly tails = new Map<string, TailState>();
+  private readonly onError: (err: unknown) => void;
   private queue: Write[] = [];
   private flushing: Promise<void> | null = null;
 
   constructor(private readonly options: RedisStreamBufferOptions) {
     this.maxEvents = options.maxEvents ?? 10_000;
+    this.onError = options.onError ?? (() => {});
     options.redis.defineCommand('portcullisStreamWrite', { numberOfKeys: 2, lua: WRITE });
   }
 
@@ -208,18 +217,18 @@ export class RedisStreamBuffer implements StreamBuffer {
     this.pass(key, state, message.entry, message.ended);
   }
 
-  private pass(key: string, state: { last: number | undefined }, entry: StreamEntry, ended: boolean): void {
+  private pass(key: string, state: TailState, entry: StreamEntry, ended: boolean): void {
     if (state.last !== undefined && entry.seq <= state.last) return;
     state.last = entry.seq;
     this.notify(key, entry, ended);
   }
 
-  private async refill(key: string, state: { last: number | undefined; held: TailMessage[] | null }, after: number): Promise<void> {
+  private async refill(key: string, state: TailState, after: number): Promise<void> {
     try {
       const missed = await this.read(key, after);
       missed?.entries.forEach((entry, i) => this.pass(key, state, entry, missed.ended && i === missed.entries.length - 1));
     } catch (err) {
-      this.options.onError?.(err); // the gap stays; what follows is still passed on
+      this.onError(err); // the gap stays; what follows is still passed on
     }
     const held = state.held ?? [];
     state.held = null;
@@ -228,13 +237,7 @@ export class RedisStreamBuffer implements StreamBuffer {
 
   /** Tells this instance's listeners of `key`; one that throws neither stops the others nor the writes after it. */
   private notify(key: string, entry: StreamEntry, ended: boolean): void {
-    for (const listener of [...(this.listeners.get(key) ?? [])]) {
-      try {
-        listener(entry, ended);
-      } catch (err) {
-        this.options.onError?.(err);
-      }
-    }
+    notifyListeners(this.listeners.get(key) ?? [], entry, ended, this.onError);
   }
 
   private write(w: Omit<Write, 'resolve' | 'reject'>): Promise<void> {
