@@ -3,7 +3,7 @@
  * browsers and Node.js (pass `ws` as the WebSocket option in Node < 22). See docs/client.md.
  */
 export { PortcullisClient } from './client.js';
-export type { ClientOptions, ConnectionState, StateDetail, Welcome } from './client.js';
+export type { ClientOptions, ConnectionState, StateDetail, Welcome } from './options.js';
 export { ChatStream } from './chat.js';
 export type { ChatCallbacks, ChatResult } from './chat.js';
 export type { TokenInfo, CredentialOptions } from './credentials.js';
